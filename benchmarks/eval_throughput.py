@@ -1,0 +1,95 @@
+"""Evaluation throughput: shoptune's engine against the KDD Cup starter kit's way, same model, same run.
+
+The baseline does what the kit's baseline does, one question at a time: render the prompt, plain
+greedy `generate` (1 new token for multiple choice, 100 otherwise), parse. The engine is
+`shoptune eval run`'s answering loop (length-sorted left-padded batches, per-type token budgets, MC by
+one forward pass over the option digits). Both use the same loaded model and the same prompts.
+
+    python benchmarks/eval_throughput.py [--model PATH] [--data FILE] [--batch-size 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from shoptune import default_model_path
+from shoptune.evaluate.backends import HFBackend, option_labels
+from shoptune.evaluate.parsers import parse_multiple_choice
+from shoptune.evaluate.runner import EvalConfig, answer
+from shoptune.schema import TaskType, read_examples
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def baseline_answers(backend: HFBackend, prompts: list[str], is_mc: list[bool]) -> list[str]:
+    out = []
+    for prompt, mc in zip(prompts, is_mc, strict=True):
+        enc = backend.tokenizer(backend.render(prompt), return_tensors="pt")
+        with torch.inference_mode():
+            ids = backend.model.generate(
+                **enc, max_new_tokens=1 if mc else 100, do_sample=False, pad_token_id=backend.tokenizer.pad_token_id
+            )
+        out.append(backend.tokenizer.decode(ids[0, enc["input_ids"].shape[1] :], skip_special_tokens=True))
+    return out
+
+
+def engine_answers(backend: HFBackend, examples: list, config: EvalConfig) -> list[str]:
+    answers: dict[int, str] = {}
+    answer(backend, examples, list(range(len(examples))), config, lambda b: answers.update(b), progress=False)
+    return [answers[i] for i in range(len(examples))]
+
+
+def timed(fn, *args):
+    start = time.perf_counter()
+    result = fn(*args)
+    return result, time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default=str(default_model_path()))
+    parser.add_argument("--data", type=Path, default=ROOT / "data" / "shopbench" / "development.json")
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+
+    examples = read_examples(args.data)
+    prompts = [ex.input_field for ex in examples]
+    is_mc = [ex.task_type is TaskType.MULTIPLE_CHOICE for ex in examples]
+    backend = HFBackend(args.model)
+    n = len(examples)
+    print(f"model {args.model}, {n} questions ({sum(is_mc)} multiple choice), torch threads {torch.get_num_threads()}")
+
+    engine_config = EvalConfig(model=args.model, batch_size=args.batch_size)
+    engine, t_engine = timed(engine_answers, backend, examples, engine_config)
+    base, t_base = timed(baseline_answers, backend, prompts, is_mc)
+    gen_config = EvalConfig(model=args.model, batch_size=args.batch_size, mc_mode="generate")
+    engine_gen, t_gen = timed(engine_answers, backend, examples, gen_config)
+
+    print(f"baseline (one at a time, generate, parse): {n / t_base:8.2f} questions/s  ({t_base:.1f} s)")
+    print(f"shoptune engine (mc logits, default):      {n / t_engine:8.2f} questions/s  ({t_engine:.1f} s)")
+    print(f"shoptune engine (--mc-mode generate):      {n / t_gen:8.2f} questions/s  ({t_gen:.1f} s)")
+    print(f"speed-up, engine / baseline:               {t_base / t_engine:8.2f}x")
+    print(f"speed-up, engine generate-mode / baseline: {t_base / t_gen:8.2f}x")
+
+    mc = [i for i in range(n) if is_mc[i]]
+    base_mc = {i: parse_multiple_choice(base[i]) for i in mc}
+    valid = [i for i in mc if str(base_mc[i]) in option_labels(prompts[i])]
+    same_gen = sum(parse_multiple_choice(engine_gen[i]) == base_mc[i] for i in mc)
+    same_logits = sum(parse_multiple_choice(engine[i]) == base_mc[i] for i in valid)
+    print(f"MC answers identical, generate mode vs baseline: {same_gen}/{len(mc)}")
+    print(
+        f"MC answers identical, logits mode vs baseline, where the baseline named an option: "
+        f"{same_logits}/{len(valid)} (the baseline named an option in {len(valid)}/{len(mc)}; "
+        "logits mode always does)"
+    )
+    if same_gen != len(mc) or same_logits != len(valid):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""`shoptune <verb>`: parses arguments and calls the layers; nothing else lives here.
+
+A user error (ShoptuneError) is one line on stderr and exit code 2, never a traceback; Ctrl-C says
+how to resume.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from shoptune.errors import ShoptuneError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Multi-task LoRA fine-tuning of LLMs for e-commerce, scored exactly like ShopBench (KDD Cup 2024).",
+)
+eval_app = typer.Typer(no_args_is_help=True, help="Score models and predictions on ShopBench-format data.")
+app.add_typer(eval_app, name="eval")
+console = Console(stderr=True)
+
+
+def _pairs(values: list[str] | None, option: str) -> dict[str, Any] | None:
+    """Repeated KEY=VALUE options as a dict."""
+    if not values:
+        return None
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise ShoptuneError(f"{option} expects KEY=VALUE, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _show_scores(scores: dict[str, Any], out: Path) -> None:
+    from shoptune.evaluate.scoring import TRACK_SHORT_NAMES
+
+    ci = scores.get("ci95", {})
+    table = Table(title=f"ShopBench scores ({out})")
+    table.add_column("track")
+    table.add_column("score", justify="right")
+    table.add_column("95% CI", justify="right")
+    for track, value in scores["tracks"].items():
+        low_high = ci.get("tracks", {}).get(track)
+        table.add_row(
+            TRACK_SHORT_NAMES.get(track, track),
+            f"{value:.4f}",
+            f"{low_high[0]:.3f}-{low_high[1]:.3f}" if low_high else "",
+        )
+    overall_ci = ci.get("overall")
+    table.add_row(
+        "[bold]overall[/bold]",
+        f"[bold]{scores['overall']:.4f}[/bold]",
+        f"{overall_ci[0]:.3f}-{overall_ci[1]:.3f}" if overall_ci else "",
+    )
+    Console().print(table)
+    if scores.get("missing"):
+        console.print(f"{scores['missing']} question(s) had no prediction and were scored as empty responses")
+    console.print(f"wrote {out / 'scores.json'} and {out / 'scores.md'}")
+
+
+@eval_app.command("score")
+def eval_score(
+    data: Annotated[Path, typer.Argument(help="ShopBench-format JSON Lines with the truth")],
+    predictions: Annotated[Path, typer.Argument(help='JSON Lines of {"index": i, "response": s}')],
+    out: Annotated[Path, typer.Option(help="folder for scores.json and scores.md")],
+    embedding_model: Annotated[
+        list[str] | None, typer.Option(help="METRIC=PATH for a sentence-embedding metric's local model")
+    ] = None,
+    bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for the 95% intervals (0: none)")] = 1000,
+) -> None:
+    """Score any system's raw responses exactly as the KDD Cup 2024 evaluator does."""
+    from shoptune.config import load_config
+    from shoptune.evaluate.runner import EvalConfig, score_file
+
+    config = load_config(
+        EvalConfig, None, {"embedding_models": _pairs(embedding_model, "--embedding-model"), "bootstrap": bootstrap}
+    )
+    _show_scores(score_file(data, predictions, out, config), out)
+
+
+@eval_app.command("run")
+def eval_run(
+    data: Annotated[Path, typer.Argument(help="ShopBench-format JSON Lines")],
+    out: Annotated[Path, typer.Option(help="folder for predictions, scores and the resolved config")],
+    model: Annotated[
+        str | None, typer.Option(help="Hugging Face model folder or id (default: the embedded model)")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="YAML with any EvalConfig settings; options below override it")
+    ] = None,
+    adapter: Annotated[str | None, typer.Option(help="PEFT LoRA adapter folder to apply to the model")] = None,
+    backend: Annotated[str | None, typer.Option(help="hf (default), openai or vllm")] = None,
+    base_url: Annotated[str | None, typer.Option(help="openai backend: the server's /v1 URL")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="questions per batch")] = None,
+    mc_mode: Annotated[str | None, typer.Option(help="logits (one forward pass) or generate")] = None,
+    max_new_tokens: Annotated[list[str] | None, typer.Option(help="TASK_TYPE=N, e.g. generation=64")] = None,
+    chat_template: Annotated[
+        bool | None, typer.Option("--chat-template/--no-chat-template", help="default: when the model has one")
+    ] = None,
+    no_system_prompt: Annotated[
+        bool, typer.Option("--no-system-prompt", help="omit the official baselines' system prompt")
+    ] = False,
+    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = None,
+    allow_download: Annotated[
+        bool, typer.Option("--allow-download", help="let a hub id be fetched if not cached")
+    ] = False,
+    limit: Annotated[int | None, typer.Option(help="only the first N questions")] = None,
+    embedding_model: Annotated[
+        list[str] | None, typer.Option(help="METRIC=PATH for a sentence-embedding metric")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Answer every question with a model, then score; an interrupted run resumes where it stopped."""
+    from shoptune.config import load_config
+    from shoptune.evaluate.runner import EvalConfig, run_eval
+
+    tokens = _pairs(max_new_tokens, "--max-new-tokens")
+    overrides: dict[str, Any] = {
+        "model": model,
+        "adapter": adapter,
+        "backend": backend,
+        "base_url": base_url,
+        "batch_size": batch_size,
+        "mc_mode": mc_mode,
+        "chat_template": chat_template,
+        "dtype": dtype,
+        "device": device,
+        "limit": limit,
+        "max_new_tokens": {k: _int(v, "--max-new-tokens") for k, v in tokens.items()} if tokens else None,
+        "embedding_models": _pairs(embedding_model, "--embedding-model"),
+        "allow_download": allow_download or None,
+    }
+    settings = load_config(EvalConfig, config, overrides)
+    if no_system_prompt:
+        settings.system_prompt = None
+    result = run_eval(data, out, settings, progress=progress)
+    console.print(f"answered {result.computed} question(s), reused {result.reused} from earlier runs")
+    _show_scores(result.scores, out)
+
+
+def _int(value: str, option: str) -> int:
+    try:
+        return int(value)
+    except ValueError:
+        raise ShoptuneError(f"{option}: {value!r} is not a whole number") from None
+
+
+def main() -> None:
+    try:
+        app()
+    except ShoptuneError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted: finished batches are kept; run the same command again to resume")
+        sys.exit(130)

@@ -1,0 +1,15 @@
+"""The one exception type that means "the user's input is wrong", so the CLI can report it in one
+line and exit 2 instead of printing a traceback."""
+
+from __future__ import annotations
+
+
+class ShoptuneError(Exception):
+    """A user error: bad input file, bad option, missing model. The message is the whole story."""
+
+
+def located(path: object, line: int | None, field: str | None, problem: str) -> ShoptuneError:
+    """An error that names the file, line and field, the three things needed to fix bad data."""
+    where = f"{path}" + (f":{line}" if line is not None else "")
+    what = f" field '{field}':" if field else ""
+    return ShoptuneError(f"{where}:{what} {problem}")

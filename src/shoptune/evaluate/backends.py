@@ -1,0 +1,279 @@
+"""Where answers come from: a Hugging Face model in-process (default), any OpenAI-compatible HTTP
+endpoint, or vLLM in-process when it is installed. The runner and the KDD Cup predictor only see
+`generate` and `choose`, so a backend is chosen by one setting.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from shoptune.errors import ShoptuneError
+from shoptune.tasks.render import SHOPBENCH_SYSTEM_PROMPT, render_prompt
+
+OPTION_LINE = re.compile(r"^\s*(\d)\.\s", re.MULTILINE)
+DIGITS = tuple(str(d) for d in range(10))
+
+
+def option_labels(prompt: str) -> tuple[str, ...]:
+    """The digits a multiple-choice answer may be: the prompt's "0. …", "1. …" lines, else any digit.
+
+    Questions without listed options (ShopBench's 1-5 review rating) fall back to all ten digits,
+    which is what an unconstrained model could answer anyway.
+    """
+    labels = sorted(set(OPTION_LINE.findall(prompt)))
+    return tuple(labels) if len(labels) >= 2 else DIGITS
+
+
+class Backend(Protocol):
+    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+        """Greedy continuations of ShopBench prompts (rendered by the backend)."""
+        ...
+
+    def choose(self, prompts: Sequence[str]) -> list[str]:
+        """One option digit per multiple-choice prompt, by comparing next-token scores of the options."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """What produced the answers, for the run record and for refusing to mix runs on resume."""
+        ...
+
+
+def resolve_model_source(model: str, allow_download: bool) -> str:
+    """A local folder, or a hub id that must already be in the local cache unless downloads are allowed."""
+    if Path(model).expanduser().exists():
+        return str(Path(model).expanduser())
+    if model.startswith((".", "/", "~")) or model.count("/") > 1:
+        raise ShoptuneError(f"model {model!r}: no such folder")
+    if not allow_download:
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(model, "config.json"), str):
+            raise ShoptuneError(
+                f"model {model!r} is neither a local folder nor in the Hugging Face cache; pass a local path, "
+                "or allow_download: true (--allow-download) to fetch it from the hub"
+            )
+    return model
+
+
+class HFBackend:
+    """transformers in-process: batched, left-padded, KV-cached greedy decoding; MC by one forward pass."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        adapter: str | None = None,
+        dtype: str = "auto",
+        device: str = "auto",
+        system_prompt: str | None = SHOPBENCH_SYSTEM_PROMPT,
+        chat_template: bool | None = None,
+        allow_download: bool = False,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        self.torch = torch
+        source = resolve_model_source(model, allow_download)
+        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        torch_dtype = _torch_dtype(torch, dtype, self.device)
+        local_only = not allow_download
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+            self.model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, local_files_only=local_only)
+        except (OSError, ValueError) as exc:
+            raise ShoptuneError(f"model {model!r} could not be loaded: {exc}") from None
+        if adapter:
+            self.model = _with_adapter(self.model, adapter)
+        self.model.to(self.device).eval()
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.system_prompt = system_prompt
+        self.chat_template = chat_template
+        self.info = {"backend": "hf", "model": model, "adapter": adapter, "dtype": str(torch_dtype)}
+        self._digit_ids = {d: _single_token_variants(self.tokenizer, d) for d in DIGITS}
+
+    def render(self, prompt: str) -> str:
+        return render_prompt(prompt, self.tokenizer, system_prompt=self.system_prompt, chat_template=self.chat_template)
+
+    def _encode(self, prompts: Sequence[str]) -> dict[str, Any]:
+        enc = self.tokenizer([self.render(p) for p in prompts], return_tensors="pt", padding=True)
+        return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+        enc = self._encode(prompts)
+        with self.torch.inference_mode():
+            out = self.model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        new_tokens = out[:, enc["input_ids"].shape[1] :]
+        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+
+    def choose(self, prompts: Sequence[str]) -> list[str]:
+        enc = self._encode(prompts)
+        # Positions must count real tokens only, as generate() does, or left padding shifts them.
+        positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
+        with self.torch.inference_mode():
+            logits = self.model(**enc, position_ids=positions, logits_to_keep=1).logits[:, -1, :].float()
+        answers = []
+        for row, prompt in zip(logits, prompts, strict=True):
+            scored = {d: row[self._digit_ids[d]].max().item() for d in option_labels(prompt) if self._digit_ids[d]}
+            answers.append(max(scored, key=scored.__getitem__) if scored else "")
+        return answers
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self.info)
+
+
+def _torch_dtype(torch: Any, dtype: str, device: str) -> Any:
+    if dtype == "auto":
+        if device.startswith("cuda") and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float16 if device.startswith("cuda") else torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+    except KeyError:
+        raise ShoptuneError(f"dtype {dtype!r}: expected auto, float32, bfloat16 or float16") from None
+
+
+def _with_adapter(model: Any, adapter: str) -> Any:
+    from peft import PeftModel
+
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise ShoptuneError(f"adapter {adapter!r}: no adapter_config.json there (expected a PEFT adapter folder)")
+    return PeftModel.from_pretrained(model, adapter)
+
+
+def _single_token_variants(tokenizer: Any, digit: str) -> list[int]:
+    """Every single token that reads as this digit once stripped: "2", " 2", "▁2" (tokenizers differ)."""
+    ids = set()
+    for token in (digit, f"Ġ{digit}", f"▁{digit}"):
+        token_id = tokenizer.convert_tokens_to_ids(token)
+        known = isinstance(token_id, int) and token_id != tokenizer.unk_token_id
+        if known and tokenizer.decode([token_id]).strip() == digit:
+            ids.add(token_id)
+    encoded = tokenizer.encode(digit, add_special_tokens=False)
+    if len(encoded) == 1:
+        ids.add(encoded[0])
+    return sorted(ids)
+
+
+class OpenAIBackend:
+    """Any OpenAI-compatible server (vLLM, TGI, a hosted API, `shoptune serve`). No logits: MC is generated."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None,
+        api_key_env: str = "OPENAI_API_KEY",
+        api: Literal["chat", "completions"] = "chat",
+        concurrency: int = 8,
+        timeout: float = 60.0,
+        system_prompt: str | None = SHOPBENCH_SYSTEM_PROMPT,
+    ) -> None:
+        import openai
+
+        if not base_url:
+            raise ShoptuneError("the openai backend needs base_url (--base-url), e.g. http://127.0.0.1:8000/v1")
+        self.client = openai.OpenAI(
+            base_url=base_url, api_key=os.environ.get(api_key_env, "EMPTY"), timeout=timeout, max_retries=3
+        )
+        self.model, self.api, self.concurrency, self.system_prompt = model, api, concurrency, system_prompt
+        self.info = {"backend": "openai", "model": model, "base_url": base_url, "api": api}
+
+    def _one(self, prompt: str, max_tokens: int) -> str:
+        import openai
+
+        try:
+            if self.api == "chat":
+                messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+                messages.append({"role": "user", "content": prompt})
+                reply = self.client.chat.completions.create(
+                    model=self.model, messages=messages, max_tokens=max_tokens, temperature=0.0
+                )
+                return reply.choices[0].message.content or ""
+            reply = self.client.completions.create(
+                model=self.model,
+                prompt=render_prompt(prompt, system_prompt=self.system_prompt),
+                max_tokens=max_tokens,
+                temperature=0.0,
+            )
+            return reply.choices[0].text
+        except openai.APIConnectionError as exc:
+            raise ShoptuneError(f"openai backend: cannot reach {self.info['base_url']} ({exc})") from None
+        except openai.APIStatusError as exc:
+            raise ShoptuneError(f"openai backend: the server answered {exc.status_code}: {exc.message}") from None
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(lambda p: self._one(p, max_new_tokens), prompts))
+
+    def choose(self, prompts: Sequence[str]) -> list[str]:
+        return self.generate(prompts, 1)
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self.info)
+
+
+class VLLMBackend:
+    """vLLM in-process (GPU). MC restricts the one generated token to the option digits."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        adapter: str | None = None,
+        dtype: str = "auto",
+        system_prompt: str | None = SHOPBENCH_SYSTEM_PROMPT,
+        chat_template: bool | None = None,
+        allow_download: bool = False,
+    ) -> None:
+        try:
+            from vllm import LLM, SamplingParams
+        except ImportError:
+            raise ShoptuneError("the vllm backend needs vLLM: pip install 'shoptune[vllm]' (GPU machines)") from None
+        self.SamplingParams = SamplingParams
+        self.llm = LLM(model=resolve_model_source(model, allow_download), dtype=dtype, enable_lora=bool(adapter))
+        self.tokenizer = self.llm.get_tokenizer()
+        self.lora = None
+        if adapter:
+            from vllm.lora.request import LoRARequest
+
+            self.lora = LoRARequest("adapter", 1, adapter)
+        self.system_prompt, self.chat_template = system_prompt, chat_template
+        self.info = {"backend": "vllm", "model": model, "adapter": adapter, "dtype": dtype}
+        self._digit_ids = {d: _single_token_variants(self.tokenizer, d) for d in DIGITS}
+
+    def render(self, prompt: str) -> str:
+        return render_prompt(prompt, self.tokenizer, system_prompt=self.system_prompt, chat_template=self.chat_template)
+
+    def _run(self, prompts: Sequence[str], params: Sequence[Any]) -> list[str]:
+        outs = self.llm.generate(
+            [self.render(p) for p in prompts], list(params), lora_request=self.lora, use_tqdm=False
+        )
+        return [o.outputs[0].text for o in outs]
+
+    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+        params = self.SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
+        return self._run(prompts, [params] * len(prompts))
+
+    def choose(self, prompts: Sequence[str]) -> list[str]:
+        params = []
+        for prompt in prompts:
+            allowed = sorted({i for d in option_labels(prompt) for i in self._digit_ids[d]})
+            params.append(self.SamplingParams(temperature=0.0, max_tokens=1, allowed_token_ids=allowed or None))
+        return [text.strip() for text in self._run(prompts, params)]
+
+    def describe(self) -> dict[str, Any]:
+        return dict(self.info)

@@ -1,0 +1,207 @@
+"""Responses → per-question scores → task, track and overall scores, with bootstrap intervals.
+
+Aggregation follows the competition's rules, not the kit's printout: a task is the mean of its
+questions (micro-F1 over the task's summed counts for NER), a track the plain mean of its tasks, and
+the overall score the mean of the track scores.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from shoptune.errors import ShoptuneError
+from shoptune.evaluate import metrics
+from shoptune.evaluate.parsers import parse_response
+from shoptune.schema import Example, Metric, TaskType
+
+TRACK_SHORT_NAMES = {
+    "amazon-kdd-cup-24-understanding-shopping-concepts": "concepts",
+    "amazon-kdd-cup-24-shopping-knowledge-reasoning": "knowledge",
+    "amazon-kdd-cup-24-user-behavior-alignment": "behavior",
+    "amazon-kdd-cup-24-multi-lingual-abilities": "multilingual",
+}
+
+
+@dataclass(frozen=True)
+class QuestionScore:
+    task_name: str
+    track: str
+    task_type: TaskType
+    metric: Metric
+    value: float
+    counts: tuple[int, int, int] | None = None  # NER only: (tp, fp, fn), summed per task
+
+
+def score_questions(
+    examples: Sequence[Example],
+    responses: Sequence[str],
+    embedding_models: Mapping[str, str] | None = None,
+) -> list[QuestionScore]:
+    """One score per question. Embedding metrics are computed in one batch per model."""
+    if len(examples) != len(responses):
+        raise ValueError("one response per example")
+    values: list[float | None] = [None] * len(examples)
+    counts: list[tuple[int, int, int] | None] = [None] * len(examples)
+    similarity: dict[Metric, list[tuple[int, metrics.SimilarityRequest]]] = defaultdict(list)
+    for i, (ex, response) in enumerate(zip(examples, responses, strict=True)):
+        pred = parse_response(response, ex.task_type)
+        truth = ex.output_field
+        match ex.metric:
+            case Metric.ACCURACY:
+                values[i] = metrics.accuracy(pred, truth)
+            case Metric.HIT_RATE_3:
+                values[i] = metrics.hit_rate_at_3(pred, truth)
+            case Metric.NDCG:
+                values[i] = metrics.ndcg(pred, truth)
+            case Metric.MICRO_F1:
+                counts[i] = metrics.ner_counts(pred, truth)
+                values[i] = metrics.micro_f1(*counts[i])
+            case Metric.ROUGE_L:
+                values[i] = metrics.rouge_l(pred, truth)
+            case Metric.BLEU | Metric.JP_BLEU:
+                values[i] = metrics.bleu(pred, truth, japanese=ex.metric is Metric.JP_BLEU)
+            case Metric.SENT_TRANSFORMER | Metric.MULTILINGUAL_SENT_TRANSFORMER:
+                similarity[ex.metric].append((i, metrics.SimilarityRequest(pred, truth)))
+    for metric, requests in similarity.items():
+        sims = metrics.sentence_similarity([r for _, r in requests], metric, embedding_models)
+        for (i, _), sim in zip(requests, sims, strict=True):
+            values[i] = sim
+    return [
+        QuestionScore(ex.task_name, ex.track, ex.task_type, ex.metric, float(v), c)
+        for ex, v, c in zip(examples, values, counts, strict=True)
+    ]
+
+
+def natural_key(name: str) -> list[Any]:
+    """task2 before task10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+@dataclass
+class _Task:
+    track: str
+    task_type: str
+    metric: str
+    values: np.ndarray
+    counts: np.ndarray | None  # shape (n, 3) for micro-F1 tasks
+
+    def score(self, idx: np.ndarray | None = None) -> np.ndarray | float:
+        """The task score, or one per bootstrap row when idx has shape (B, n)."""
+        if self.counts is None:
+            return self.values.mean() if idx is None else self.values[idx].mean(axis=1)
+        tp, fp, fn = (self.counts.sum(axis=0) if idx is None else self.counts[idx].sum(axis=1)).T
+        precision = np.divide(tp, tp + fp, out=np.zeros_like(tp, dtype=float), where=(tp + fp) > 0)
+        recall = np.divide(tp, tp + fn, out=np.zeros_like(tp, dtype=float), where=(tp + fn) > 0)
+        denom = precision + recall
+        f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
+        return float(f1) if idx is None else f1
+
+
+def _group_tasks(scores: Sequence[QuestionScore]) -> dict[str, _Task]:
+    rows: dict[str, list[QuestionScore]] = defaultdict(list)
+    for s in scores:
+        rows[s.task_name].append(s)
+    tasks = {}
+    for name in sorted(rows, key=natural_key):
+        group = rows[name]
+        tracks = {s.track for s in group}
+        if len(tracks) > 1:
+            raise ShoptuneError(f"task {name!r} appears in several tracks: {', '.join(sorted(tracks))}")
+        metric_names = sorted({s.metric.value for s in group})
+        is_micro = [s.metric is Metric.MICRO_F1 for s in group]
+        if any(is_micro) and not all(is_micro):
+            raise ShoptuneError(f"task {name!r} mixes 'micro f1' with other metrics; give them separate task names")
+        tasks[name] = _Task(
+            track=group[0].track,
+            task_type="+".join(sorted({s.task_type.value for s in group})),
+            metric="+".join(metric_names),
+            values=np.array([s.value for s in group]),
+            counts=np.array([s.counts for s in group], dtype=np.int64) if all(is_micro) else None,
+        )
+    return tasks
+
+
+def _tracks(task_scores: Mapping[str, Any], tasks: Mapping[str, _Task]) -> dict[str, Any]:
+    by_track: dict[str, list[Any]] = defaultdict(list)
+    for name, value in task_scores.items():
+        by_track[tasks[name].track].append(value)
+    return {track: np.mean(by_track[track], axis=0) for track in sorted(by_track, key=track_order)}
+
+
+def track_order(track: str) -> tuple[int, str]:
+    """The competition's order (concepts, knowledge, behavior, multilingual), then any other track by name."""
+    known = list(TRACK_SHORT_NAMES)
+    return (known.index(track) if track in known else len(known), track)
+
+
+def aggregate(scores: Sequence[QuestionScore], *, n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """scores.json: overall, tracks, tasks, and 95% bootstrap intervals resampling questions within tasks."""
+    if not scores:
+        raise ShoptuneError("nothing to score")
+    tasks = _group_tasks(scores)
+    task_scores = {name: float(t.score()) for name, t in tasks.items()}
+    track_scores = {k: float(v) for k, v in _tracks(task_scores, tasks).items()}
+    result: dict[str, Any] = {
+        "overall": float(np.mean(list(track_scores.values()))),
+        "tracks": track_scores,
+        "tasks": {
+            name: {
+                "track": t.track,
+                "task_type": t.task_type,
+                "metric": t.metric,
+                "n": len(t.values),
+                "score": task_scores[name],
+            }
+            for name, t in tasks.items()
+        },
+    }
+    if n_bootstrap > 0:
+        rng = np.random.default_rng(seed)
+        boot_tasks = {
+            name: t.score(rng.integers(0, len(t.values), size=(n_bootstrap, len(t.values))))
+            for name, t in tasks.items()
+        }
+        boot_tracks = _tracks(boot_tasks, tasks)
+        boot_overall = np.mean(list(boot_tracks.values()), axis=0)
+
+        def ci(samples: np.ndarray) -> list[float]:
+            low, high = np.percentile(samples, [2.5, 97.5])
+            return [float(low), float(high)]
+
+        result["ci95"] = {
+            "method": f"percentile bootstrap, {n_bootstrap} resamples of questions within each task, seed {seed}",
+            "overall": ci(boot_overall),
+            "tracks": {track: ci(samples) for track, samples in boot_tracks.items()},
+        }
+    return result
+
+
+def render_markdown(result: Mapping[str, Any], title: str = "ShopBench scores") -> str:
+    """The human view of scores.json: headline, tracks, then every task."""
+    ci = result.get("ci95", {})
+
+    def with_ci(value: float, interval: Sequence[float] | None) -> str:
+        return f"{value:.4f}" + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "")
+
+    lines = [f"# {title}", ""]
+    lines.append(f"**Overall (mean of track scores): {with_ci(result['overall'], ci.get('overall'))}**")
+    if ci:
+        lines.append(f"\nIntervals: 95%, {ci['method']}.")
+    if result.get("missing"):
+        lines.append(f"\n{result['missing']} question(s) had no prediction and were scored as empty responses.")
+    lines += ["", "| track | score | tasks |", "| --- | ---: | ---: |"]
+    for track, value in result["tracks"].items():
+        n_tasks = sum(1 for t in result["tasks"].values() if t["track"] == track)
+        name = TRACK_SHORT_NAMES.get(track, track)
+        lines.append(f"| {name} | {with_ci(value, ci.get('tracks', {}).get(track))} | {n_tasks} |")
+    lines += ["", "| task | track | type | metric | n | score |", "| --- | --- | --- | --- | ---: | ---: |"]
+    for name, t in result["tasks"].items():
+        track = TRACK_SHORT_NAMES.get(t["track"], t["track"])
+        lines.append(f"| {name} | {track} | {t['task_type']} | {t['metric']} | {t['n']} | {t['score']:.4f} |")
+    return "\n".join(lines) + "\n"

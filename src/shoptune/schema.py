@@ -1,0 +1,222 @@
+"""The ShopBench-format example: one record for training, generated and evaluation data alike.
+
+Validation happens here, once, so every later layer can trust a record's shape; a bad line stops
+with its file, line and field named. Writes are atomic (temporary name, then rename), so an
+interrupted run never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
+
+from shoptune.errors import ShoptuneError, located
+
+
+class TaskType(StrEnum):
+    MULTIPLE_CHOICE = "multiple-choice"
+    RETRIEVAL = "retrieval"
+    RANKING = "ranking"
+    NER = "named_entity_recognition"
+    GENERATION = "generation"
+
+
+class Metric(StrEnum):
+    ACCURACY = "accuracy"
+    HIT_RATE_3 = "hit rate@3"
+    NDCG = "ndcg"
+    MICRO_F1 = "micro f1"
+    ROUGE_L = "rougel"
+    SENT_TRANSFORMER = "sent-transformer"
+    MULTILINGUAL_SENT_TRANSFORMER = "multilingual-sent-transformer"
+    BLEU = "bleu"
+    JP_BLEU = "jp-bleu"
+
+
+METRICS_FOR_TYPE: dict[TaskType, frozenset[Metric]] = {
+    TaskType.MULTIPLE_CHOICE: frozenset({Metric.ACCURACY}),
+    TaskType.RETRIEVAL: frozenset({Metric.HIT_RATE_3}),
+    TaskType.RANKING: frozenset({Metric.NDCG}),
+    TaskType.NER: frozenset({Metric.MICRO_F1}),
+    TaskType.GENERATION: frozenset(
+        {
+            Metric.ROUGE_L,
+            Metric.SENT_TRANSFORMER,
+            Metric.MULTILINGUAL_SENT_TRANSFORMER,
+            Metric.BLEU,
+            Metric.JP_BLEU,
+        }
+    ),
+}
+
+OutputField = int | list[int] | list[float] | list[str] | str
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_output(task_type: TaskType, metric: Metric | None, value: Any) -> Any:
+    """The answer's shape is fixed by the task type; anything else would only fail later, in a metric."""
+    if task_type is TaskType.MULTIPLE_CHOICE:
+        if not _is_int(value):
+            raise ValueError(f"multiple-choice needs an integer option index, got {value!r:.60}")
+    elif task_type in (TaskType.RETRIEVAL, TaskType.RANKING):
+        check, kind = (_is_int, "integers") if task_type is TaskType.RETRIEVAL else (_is_number, "numbers")
+        if not isinstance(value, list) or not value or not all(check(v) for v in value):
+            raise ValueError(f"{task_type.value} needs a non-empty list of {kind}, got {value!r:.60}")
+    elif task_type is TaskType.NER:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"named_entity_recognition needs a list of strings, got {value!r:.60}")
+    elif isinstance(value, list):
+        if metric not in (Metric.SENT_TRANSFORMER, Metric.MULTILINGUAL_SENT_TRANSFORMER):
+            raise ValueError("a list of reference texts is only allowed with a sentence-embedding metric")
+        if not value or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"generation needs a string or a non-empty list of strings, got {value!r:.60}")
+    elif not isinstance(value, str):
+        raise ValueError(f"generation needs a string, got {value!r:.60}")
+    return value
+
+
+class Example(BaseModel):
+    """One question (or training example) in ShopBench's format, plus shoptune's provenance fields."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, strict=True)
+
+    input_field: str
+    task_name: str
+    task_type: TaskType
+    metric: Metric
+    is_multiple_choice: bool
+    track: str
+    output_field: OutputField
+    capability: str | None = None
+    source: str | None = None
+    id: str | None = None
+    language: str | None = None
+
+    @field_validator("task_type", "metric", mode="before")
+    @classmethod
+    def _known_name(cls, value: Any, info: ValidationInfo) -> Any:
+        enum = TaskType if info.field_name == "task_type" else Metric
+        if value not in {m.value for m in enum}:
+            allowed = ", ".join(m.value for m in enum)
+            raise ValueError(f"unknown {info.field_name} {value!r:.40}; expected one of: {allowed}")
+        return enum(value)
+
+    @field_validator("input_field", "task_name", "track")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @field_validator("metric")
+    @classmethod
+    def _metric_fits_type(cls, value: Metric, info: ValidationInfo) -> Metric:
+        task_type = info.data.get("task_type")
+        if task_type is not None and value not in METRICS_FOR_TYPE[task_type]:
+            allowed = ", ".join(sorted(m.value for m in METRICS_FOR_TYPE[task_type]))
+            raise ValueError(f"metric {value.value!r} does not apply to task_type {task_type.value!r} (use {allowed})")
+        return value
+
+    @field_validator("is_multiple_choice")
+    @classmethod
+    def _flag_fits_type(cls, value: bool, info: ValidationInfo) -> bool:
+        task_type = info.data.get("task_type")
+        if task_type is not None and value != (task_type is TaskType.MULTIPLE_CHOICE):
+            raise ValueError(f"is {value} but task_type is {task_type.value!r}")
+        return value
+
+    @field_validator("output_field", mode="before")
+    @classmethod
+    def _output_fits_type(cls, value: Any, info: ValidationInfo) -> Any:
+        task_type = info.data.get("task_type")
+        if task_type is None:
+            return value
+        return _check_output(task_type, info.data.get("metric"), value)
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+def _first_error(err: ValidationError) -> tuple[str | None, str]:
+    first = err.errors(include_url=False)[0]
+    field = ".".join(str(p) for p in first["loc"][:1]) or None
+    if first["type"] == "missing":
+        return field, "is missing"
+    message = first["msg"].removeprefix("Value error, ")
+    if "input" in first and first["type"].endswith("_type"):
+        message += f" (got {first['input']!r:.60})"
+    return field, message
+
+
+def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each non-blank line; bad JSON names its line."""
+    path = Path(path)
+    if path.is_dir():
+        raise ShoptuneError(f"{path}: is a directory, expected a JSON Lines file")
+    if not path.is_file():
+        raise ShoptuneError(f"{path}: no such file")
+    with path.open(encoding="utf-8") as fh:
+        try:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as exc:
+                    raise located(path, lineno, None, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+                if not isinstance(obj, dict):
+                    raise located(path, lineno, None, f"expected a JSON object, got {type(obj).__name__}")
+                yield lineno, obj
+        except UnicodeDecodeError as exc:
+            raise ShoptuneError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+
+
+def parse_example(obj: dict[str, Any], path: Path | str = "<input>", lineno: int | None = None) -> Example:
+    try:
+        return Example.model_validate(obj)
+    except ValidationError as err:
+        field, message = _first_error(err)
+        raise located(path, lineno, field, message) from None
+
+
+def read_examples(path: Path | str) -> list[Example]:
+    """All examples of a JSON Lines file, validated; an empty file is an error, not zero questions."""
+    path = Path(path)
+    examples = [parse_example(obj, path, lineno) for lineno, obj in iter_jsonl(path)]
+    if not examples:
+        raise ShoptuneError(f"{path}: holds no examples")
+    return examples
+
+
+def atomic_write_text(path: Path | str, text: str) -> None:
+    """Write to a temporary file beside the target, then rename: readers see old or new, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_jsonl(path: Path | str, rows: Iterable[dict[str, Any]]) -> None:
+    atomic_write_text(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))

@@ -1,0 +1,1 @@
+"""Capabilities, subtasks and how their examples are shown to a model."""

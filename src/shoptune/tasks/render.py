@@ -1,0 +1,58 @@
+"""How an example is shown to a model and what it is taught to answer.
+
+Training and evaluation must render prompts the same way, and the answer text must be exactly what
+ShopBench's parsers turn back into `output_field`; both live here so neither side can drift.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from shoptune.errors import ShoptuneError
+from shoptune.schema import TaskType
+
+# The system prompt both official baselines (the KDD Cup starter kit and Shopping MMLU) prepend.
+SHOPBENCH_SYSTEM_PROMPT = (
+    "You are a helpful online shopping assistant. Please answer the following question about online "
+    "shopping and follow the given instructions."
+)
+
+
+class ChatTokenizer(Protocol):
+    chat_template: Any
+
+    def apply_chat_template(self, conversation: list[dict[str, str]], **kwargs: Any) -> Any: ...
+
+
+def answer_text(output_field: Any, task_type: TaskType) -> str:
+    """The response a perfect model gives: MC "2"; retrieval/ranking "3,1,5"; NER "a, b"; generation the text."""
+    if task_type is TaskType.MULTIPLE_CHOICE:
+        return str(output_field)
+    if task_type is TaskType.RETRIEVAL:
+        return ",".join(str(i) for i in output_field)
+    if task_type is TaskType.RANKING:
+        # output_field holds relevances in candidate order; the answer is candidates best first.
+        order = sorted(range(len(output_field)), key=lambda i: (-output_field[i], i))
+        return ",".join(str(i + 1) for i in order)
+    if task_type is TaskType.NER:
+        return ", ".join(output_field)
+    return output_field if isinstance(output_field, str) else output_field[0]
+
+
+def render_prompt(
+    text: str,
+    tokenizer: ChatTokenizer | None = None,
+    *,
+    system_prompt: str | None = SHOPBENCH_SYSTEM_PROMPT,
+    chat_template: bool | None = None,
+) -> str:
+    """The exact string fed to the model. chat_template=None means: use it when the tokenizer has one."""
+    has_template = bool(tokenizer is not None and getattr(tokenizer, "chat_template", None))
+    if chat_template and not has_template:
+        raise ShoptuneError("a chat template was asked for, but the model's tokenizer has none")
+    use_chat = has_template if chat_template is None else chat_template
+    if use_chat:
+        messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        messages.append({"role": "user", "content": text})
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    return f"{system_prompt}\n\n{text}" if system_prompt else text
