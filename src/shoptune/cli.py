@@ -23,7 +23,11 @@ app = typer.Typer(
     help="Multi-task LoRA fine-tuning of LLMs for e-commerce, scored exactly like ShopBench (KDD Cup 2024).",
 )
 eval_app = typer.Typer(no_args_is_help=True, help="Score models and predictions on ShopBench-format data.")
+tasks_app = typer.Typer(no_args_is_help=True, help="The capability and subtask registry.")
+data_app = typer.Typer(no_args_is_help=True, help="Build multi-task training mixtures.")
 app.add_typer(eval_app, name="eval")
+app.add_typer(tasks_app, name="tasks")
+app.add_typer(data_app, name="data")
 console = Console(stderr=True)
 
 
@@ -146,6 +150,50 @@ def eval_run(
     result = run_eval(data, out, settings, progress=progress)
     console.print(f"answered {result.computed} question(s), reused {result.reused} from earlier runs")
     _show_scores(result.scores, out)
+
+
+@tasks_app.command("list")
+def tasks_list() -> None:
+    """Every subtask: capability, ShopBench task type and metric, source."""
+    from shoptune.evaluate.scoring import TRACK_SHORT_NAMES
+    from shoptune.tasks.registry import TRACK_OF, all_subtasks
+
+    table = Table(title="shoptune subtasks")
+    table.add_column("capability", no_wrap=True)
+    table.add_column("subtask", no_wrap=True)
+    table.add_column("type", no_wrap=True)
+    table.add_column("metric", no_wrap=True)
+    table.add_column("built from")
+    tasks = sorted(all_subtasks().values(), key=lambda t: (list(TRACK_OF).index(t.capability), t.name))
+    for task in tasks:
+        short = TRACK_SHORT_NAMES[TRACK_OF[task.capability]]
+        table.add_row(short, task.name, task.task_type.value, task.metric.value, task.source)
+    Console().print(table)
+
+
+@data_app.command("build")
+def data_build(
+    spec: Annotated[Path, typer.Argument(help="mixture spec YAML (see configs/mixtures/)")],
+    out: Annotated[Path, typer.Option(help="folder for the dataset (save_to_disk) and manifest.json")],
+) -> None:
+    """Build a mixture: examples per subtask, de-duplicated, decontaminated, split, saved."""
+    from shoptune.config import load_config
+    from shoptune.data.build import build_mixture
+    from shoptune.data.spec import MixtureSpec
+
+    settings = load_config(MixtureSpec, spec).resolve_paths(spec.parent)
+    info = build_mixture(settings, out)
+    table = Table(
+        title=f"mixture {info['name']}: {info['examples']['train']} train, {info['examples']['validation']} validation"
+    )
+    table.add_column("subtask")
+    table.add_column("train", justify="right")
+    for name, n in info["by_subtask"].items():
+        table.add_row(name, str(n))
+    Console().print(table)
+    for key in ("by_capability", "by_task_type", "removed", "prompt_length"):
+        console.print(f"{key}: " + ", ".join(f"{k} {v}" for k, v in info[key].items()))
+    console.print(f"wrote {out} (load with datasets.load_from_disk) and {out / 'manifest.json'}")
 
 
 def _int(value: str, option: str) -> int:

@@ -1,0 +1,1 @@
+"""Mixtures: which capabilities and subtasks, how many examples, cleaned and saved reproducibly."""

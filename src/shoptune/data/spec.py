@@ -1,0 +1,60 @@
+"""The mixture spec: a declarative, reproducible choice of capabilities, subtasks and sizes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+
+from shoptune.config import StrictConfig
+from shoptune.tasks.registry import Capability, Subtask, all_subtasks
+
+
+class NearDuplicates(StrictConfig):
+    threshold: float = Field(0.9, gt=0.0, le=1.0)  # estimated Jaccard of word 3-gram shingles
+    num_perm: int = Field(64, ge=16, le=512)
+
+
+class MixtureSpec(StrictConfig):
+    name: str
+    seed: int = 0
+    raw_dir: Path = Path("data/raw")
+    capabilities: list[Capability] = Field(default_factory=lambda: list(Capability))
+    subtasks: list[str] | None = None  # restricts within the capabilities; None = all of theirs
+    examples_per_subtask: int = Field(1500, ge=1)
+    weights: dict[str, float] = Field(default_factory=dict)  # subtask -> multiplier of examples_per_subtask
+    validation_per_subtask: int = Field(50, ge=0)
+    decontaminate: list[Path] = Field(default_factory=list)  # evaluation sets no example may overlap
+    ngram: int = Field(13, ge=3, le=50)
+    near_duplicates: NearDuplicates | None = Field(default_factory=NearDuplicates)
+
+    @model_validator(mode="after")
+    def _known_subtasks(self) -> MixtureSpec:
+        known = all_subtasks()
+        for name in [*(self.subtasks or []), *self.weights]:
+            if name not in known:
+                raise ValueError(f"unknown subtask {name!r}; `shoptune tasks list` shows them")
+        outside = [n for n in self.subtasks or [] if known[n].capability not in self.capabilities]
+        if outside:
+            raise ValueError(f"subtasks {outside} belong to capabilities not selected")
+        return self
+
+    def selected(self) -> list[Subtask]:
+        chosen = [t for t in all_subtasks().values() if t.capability in self.capabilities]
+        if self.subtasks is not None:
+            chosen = [t for t in chosen if t.name in self.subtasks]
+        return chosen
+
+    def size_of(self, subtask: str) -> int:
+        return max(1, round(self.examples_per_subtask * self.weights.get(subtask, 1.0)))
+
+    def resolve_paths(self, base: Path) -> MixtureSpec:
+        """Relative paths in a spec file are taken from the current directory if they exist there, else
+        from the spec file's folder, so shipped specs work from the repository root and from elsewhere."""
+
+        def resolve(p: Path) -> Path:
+            return p if p.is_absolute() or p.exists() else (base / p)
+
+        return self.model_copy(
+            update={"raw_dir": resolve(self.raw_dir), "decontaminate": [resolve(p) for p in self.decontaminate]}
+        )

@@ -1,0 +1,1 @@
+"""Readers of public e-commerce datasets, each turning one published format into tasks.records."""

@@ -1,0 +1,126 @@
+"""User behavior alignment: what a shopper searching for something would click, rank and buy.
+
+No query logs ship with shoptune, so queries are derived from real offer titles (their first words,
+as a shopper would type them) and relevance from the product-matching labels: the matching offer is
+exact (1), another offer of the same brand a substitute (0.1), others irrelevant (0). ESCI supplies
+real queries and labels when a user brings it.
+"""
+
+from __future__ import annotations
+
+import random
+
+from shoptune.schema import Example, Metric, TaskType
+from shoptune.tasks.concepts import offers_with
+from shoptune.tasks.records import Offer, OfferPair, RawCorpus
+from shoptune.tasks.registry import Capability, Subtask, distinct_sample, multiple_choice, numbered, subtask
+
+B = Capability.BEHAVIOR
+
+
+def query_from(offer: Offer, rng: random.Random) -> str:
+    words = offer.title.split()
+    return " ".join(words[: rng.randint(3, 5)]).lower()
+
+
+def matches(corpus: RawCorpus) -> list[OfferPair]:
+    return corpus.derived("matching_pairs", lambda c: [p for p in c.pairs if p.same and p.left.title != p.right.title])
+
+
+@subtask(
+    "query_offer_ranking",
+    B,
+    TaskType.RANKING,
+    Metric.NDCG,
+    "product-matching (derived queries)",
+    "rank five offers by relevance to a shopper's query",
+    [
+        "Instructions: You are given a search query and five products. Rank the products by their relevance to "
+        "the query, most relevant first. You should output a permutation of 1 to 5, separated with comma.\n"
+        "Query: {query}\nProducts:\n{candidates}\nOutput:",
+        "A customer searched for '{query}'. Order these results from most to least relevant (a permutation of 1 "
+        "to 5, comma-separated).\n{candidates}\nOutput:",
+        "Instructions: Rerank the search results for the query '{query}'. Output the product numbers 1-5 in "
+        "order of relevance, separated by commas.\n{candidates}\nOutput:",
+    ],
+)
+def query_offer_ranking(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
+    pairs = matches(corpus)
+    if not pairs:
+        return None
+    pair = rng.choice(pairs)
+    query = query_from(pair.left, rng)
+    pool = offers_with(corpus, "brand")
+    same_brand = [o for o in rng.sample(pool, min(len(pool), 200)) if pair.left.brand and o.brand == pair.left.brand]
+    others = distinct_sample(rng, pool, 4, exclude=pair.right)
+    if others is None:
+        return None
+    candidates = [pair.right, *same_brand[:1], *others][:5]
+    if len({o.title for o in candidates}) < 5:
+        return None
+    rng.shuffle(candidates)
+
+    def relevance(o: Offer) -> float:
+        if o is pair.right:
+            return 1.0
+        return 0.1 if pair.left.brand and o.brand == pair.left.brand else 0.0
+
+    prompt = task.template(rng, query=query, candidates=numbered([o.title for o in candidates]))
+    return task.example(prompt, [relevance(o) for o in candidates])
+
+
+@subtask(
+    "matching_offer_retrieval",
+    B,
+    TaskType.RETRIEVAL,
+    Metric.HIT_RATE_3,
+    "product-matching",
+    "find the offer for the same product among ten, as a shopper comparing shops would",
+    [
+        "Instructions: A shopper viewed the product below and wants it from another shop. Which of the following "
+        "offers is the same product? Answer with three candidate numbers, most likely first, separated with "
+        "comma.\nViewed: {title}\n{candidates}\nOutput:",
+        "Product: {title}\nSelect the listing that sells exactly this product. Give your top 3 guesses as "
+        "comma-separated numbers.\n{candidates}\nOutput:",
+        "Instructions: Find the same item in the list below (output three numbers, separated with comma).\n"
+        "Item: {title}\n{candidates}\nOutput:",
+    ],
+)
+def matching_offer_retrieval(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
+    pairs = matches(corpus)
+    if not pairs:
+        return None
+    pair = rng.choice(pairs)
+    negatives = distinct_sample(rng, corpus.derived("all_offers", RawCorpus.offers), 9, exclude=pair.right)
+    if negatives is None or pair.left in negatives:
+        return None
+    candidates = [pair.right, *negatives]
+    rng.shuffle(candidates)
+    prompt = task.template(rng, title=pair.left.title, candidates=numbered([o.title for o in candidates]))
+    return task.example(prompt, [candidates.index(pair.right) + 1])
+
+
+@subtask(
+    "query_category_intent",
+    B,
+    TaskType.MULTIPLE_CHOICE,
+    Metric.ACCURACY,
+    "walmart-amazon (derived queries)",
+    "infer which department a shopper's query is aimed at",
+    [
+        "A user searched for '{query}'. Which category are they most likely shopping in?",
+        "Given the search query '{query}', which product category best matches the shopper's intent?",
+        "Search query: {query}\nWhich category should the search engine show first?",
+    ],
+)
+def query_category_intent(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
+    offers = offers_with(corpus, "category")
+    if not offers:
+        return None
+    offer = rng.choice(offers)
+    pool = corpus.derived("offer_categories", lambda c: sorted({o.category for o in offers_with(c, "category")}))
+    wrong = distinct_sample(rng, pool, 3, exclude=offer.category)
+    if wrong is None:
+        return None
+    prompt, answer = multiple_choice(rng, task.template(rng, query=query_from(offer, rng)), offer.category, wrong)
+    return task.example(prompt, answer)

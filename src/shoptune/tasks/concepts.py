@@ -1,0 +1,193 @@
+"""Shopping concept understanding: what categories mean, how they nest, what a title names."""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import defaultdict
+
+from shoptune.schema import Example, Metric, TaskType
+from shoptune.tasks.records import Category, Offer, RawCorpus
+from shoptune.tasks.registry import Capability, Subtask, distinct_sample, multiple_choice, numbered, subtask
+
+C = Capability.CONCEPTS
+
+
+def english(corpus: RawCorpus) -> list[Category]:
+    return corpus.categories.get("en", [])
+
+
+def children_of(corpus: RawCorpus) -> dict[tuple[str, ...], list[Category]]:
+    def compute(c: RawCorpus) -> dict[tuple[str, ...], list[Category]]:
+        out: dict[tuple[str, ...], list[Category]] = defaultdict(list)
+        for cat in english(c):
+            out[cat.parent].append(cat)
+        return dict(out)
+
+    return corpus.derived("children_en", compute)
+
+
+def offers_with(corpus: RawCorpus, attribute: str) -> list[Offer]:
+    return corpus.derived(f"offers_with_{attribute}", lambda c: [o for o in c.offers() if getattr(o, attribute)])
+
+
+@subtask(
+    "category_explanation",
+    C,
+    TaskType.GENERATION,
+    Metric.SENT_TRANSFORMER,
+    "google-taxonomy",
+    "explain a product category from its place in the taxonomy (answer derived from the tree)",
+    [
+        "Instructions: Explain the product category name\nInput: {name}\nOutput:",
+        "Input: Explain the product type {name}\nOutput:",
+        "Instructions: Tell me what this product category is about\nInput: {name}\nOutput:",
+        "Instructions: Describe in one or two sentences what kind of products belong to this category.\n"
+        "Input: {name}\nOutput:",
+    ],
+)
+def category_explanation(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
+    cats = english(corpus)
+    if not cats:
+        return None
+    cat = rng.choice(cats)
+    if len(cat.path) < 2:
+        return None
+    kids = [k.name for k in children_of(corpus).get(cat.path, [])]
+    answer = f"{cat.name} is a product category within {cat.parent[-1]}, under {' > '.join(cat.parent)}."
+    if kids:
+        answer += f" It covers products such as {', '.join(kids[:3])}."
+    return task.example(task.template(rng, name=cat.name), answer)
+
+
+@subtask(
+    "category_parent",
+    C,
+    TaskType.MULTIPLE_CHOICE,
+    Metric.ACCURACY,
+    "google-taxonomy",
+    "pick the direct parent of a category",
+    [
+        "Which category is the direct parent of the product category '{name}'?",
+        "In a product taxonomy, '{name}' is a subcategory of which of the following?",
+        "A shop files '{name}' under a broader category. Which one is it?",
+    ],
+)
+def category_parent(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
+    cats = [c for c in english(corpus) if len(c.path) >= 2]
+    if len(cats) < 10:
+        return None
+    cat = rng.choice(cats)
+    parents = corpus.derived("parent_names", lambda c: sorted({x.parent[-1] for x in english(c) if len(x.path) >= 2}))
+    wrong = distinct_sample(rng, parents, 3, exclude=cat.parent[-1])
+    if wrong is None or any(w in cat.path for w in wrong):
+        return None
+    prompt, answer = multiple_choice(rng, task.template(rng, name=cat.name), cat.parent[-1], wrong)
+    return task.example(prompt, answer)
+
+
+@subtask(
+    "offer_category",
+    C,
+    TaskType.MULTIPLE_CHOICE,
+    Metric.ACCURACY,
+    "walmart-amazon",
+    "pick the shop category of a product offer from its title",
+    [
+        "Which category does this product belong to?\nProduct: {title}",
+        "A product is listed as '{title}'. In which category should it be listed?",
+        "Classify the following product into one of the categories.\nProduct title: {title}",
+    ],
+)
+def offer_category(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
+    offers = offers_with(corpus, "category")
+    if not offers:
+        return None
+    offer = rng.choice(offers)
+    pool = corpus.derived("offer_categories", lambda c: sorted({o.category for o in offers_with(c, "category")}))
+    wrong = distinct_sample(rng, pool, 3, exclude=offer.category)
+    if wrong is None:
+        return None
+    prompt, answer = multiple_choice(rng, task.template(rng, title=offer.title), offer.category, wrong)
+    return task.example(prompt, answer)
+
+
+@subtask(
+    "brand_ner",
+    C,
+    TaskType.NER,
+    Metric.MICRO_F1,
+    "walmart-amazon+amazon-google",
+    "extract the brand named in an offer title",
+    [
+        "Instructions: Extract the brand name mentioned in the product title. If there are several, separate "
+        "them with comma.\nInput: {title}\nOutput:",
+        "Instructions: Find the entities of type 'brand' in the following product title.\nInput: {title}\nOutput:",
+        "Input: {title}\nWhich brand does this product title mention? Answer with the brand as written.\nOutput:",
+    ],
+)
+def brand_ner(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
+    offers = offers_with(corpus, "brand")
+    if not offers:
+        return None
+    offer = rng.choice(offers)
+    match = re.search(rf"\b{re.escape(offer.brand)}\b", offer.title, flags=re.IGNORECASE)
+    if match is None:
+        return None
+    return task.example(task.template(rng, title=offer.title), [match.group(0)])
+
+
+@subtask(
+    "model_number_extraction",
+    C,
+    TaskType.GENERATION,
+    Metric.ROUGE_L,
+    "walmart-amazon",
+    "extract the model number from an offer title",
+    [
+        "Instructions: Extract the model number of the product from its title.\nInput: {title}\nOutput:",
+        "Input: {title}\nWhat is the model number in this product title?\nOutput:",
+        "Instructions: Copy the manufacturer's model number that appears in the title below.\nInput: {title}\nOutput:",
+    ],
+)
+def model_number_extraction(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
+    offers = offers_with(corpus, "model_no")
+    if not offers:
+        return None
+    offer = rng.choice(offers)
+    if offer.model_no.lower() not in offer.title.lower():
+        return None
+    return task.example(task.template(rng, title=offer.title), offer.model_no)
+
+
+@subtask(
+    "subcategory_retrieval",
+    C,
+    TaskType.RETRIEVAL,
+    Metric.HIT_RATE_3,
+    "google-taxonomy",
+    "find the three subcategories of a category among ten candidates",
+    [
+        "Instructions: Which three of the following categories are subcategories of '{name}'? You should output "
+        "three numbers, separated with comma.\n{candidates}\nOutput:",
+        "Given the product category '{name}', select the 3 categories below that belong directly under it.\n"
+        "{candidates}\nOutput (answer in three comma-separated numbers):",
+        "Instructions: A shopper browses '{name}'. Pick the three candidate categories found inside it.\n"
+        "{candidates}\nOutput:",
+    ],
+)
+def subcategory_retrieval(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
+    kids = children_of(corpus)
+    parents = corpus.derived("parents_with_3", lambda c: sorted(p for p, k in children_of(c).items() if len(k) >= 3))
+    if not parents:
+        return None
+    parent = rng.choice(parents)
+    right = [k.name for k in rng.sample(kids[parent], 3)]
+    names = corpus.derived("names_en", lambda c: [x.name for x in english(c)])
+    wrong = distinct_sample(rng, names, 7, exclude=None)
+    if wrong is None or set(wrong) & {k.name for k in kids[parent]}:
+        return None
+    candidates = right + wrong
+    rng.shuffle(candidates)
+    answer = sorted(candidates.index(r) + 1 for r in right)
+    return task.example(task.template(rng, name=parent[-1], candidates=numbered(candidates)), answer)

@@ -1,0 +1,135 @@
+"""Capabilities and subtasks as first-class objects.
+
+A subtask knows its capability, ShopBench task type and metric, the source it is built from, its
+instruction paraphrases, and a builder that turns raw records into examples. The capability modules
+register their subtasks here on import; `all_subtasks()` imports them all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from shoptune.schema import Example, Metric, TaskType
+from shoptune.tasks.records import RawCorpus
+
+
+class Capability(StrEnum):
+    CONCEPTS = "shopping_concept_understanding"
+    KNOWLEDGE = "shopping_knowledge_reasoning"
+    BEHAVIOR = "user_behavior_alignment"
+    MULTILINGUAL = "multilingual_ability"
+
+
+TRACK_OF: dict[Capability, str] = {
+    Capability.CONCEPTS: "amazon-kdd-cup-24-understanding-shopping-concepts",
+    Capability.KNOWLEDGE: "amazon-kdd-cup-24-shopping-knowledge-reasoning",
+    Capability.BEHAVIOR: "amazon-kdd-cup-24-user-behavior-alignment",
+    Capability.MULTILINGUAL: "amazon-kdd-cup-24-multi-lingual-abilities",
+}
+
+Builder = Callable[["Subtask", RawCorpus, random.Random], "Example | None"]
+
+
+@dataclass(frozen=True)
+class Subtask:
+    name: str
+    capability: Capability
+    task_type: TaskType
+    metric: Metric
+    source: str
+    description: str
+    templates: tuple[str, ...]
+    draw: Builder  # one example from a random draw, or None when the draw does not fit
+
+    def example(self, prompt: str, answer: Any, language: str = "en") -> Example:
+        """A validated record; the id is a content hash so the same example is the same id everywhere."""
+        ident = hashlib.sha1(f"{self.name}\x00{prompt}".encode()).hexdigest()[:16]
+        return Example(
+            input_field=prompt,
+            output_field=answer,
+            task_name=self.name,
+            task_type=self.task_type,
+            metric=self.metric,
+            is_multiple_choice=self.task_type is TaskType.MULTIPLE_CHOICE,
+            track=TRACK_OF[self.capability],
+            capability=self.capability.value,
+            source=self.source,
+            id=ident,
+            language=language,
+        )
+
+    def template(self, rng: random.Random, **fields: Any) -> str:
+        return rng.choice(self.templates).format(**fields)
+
+    def build(self, corpus: RawCorpus, n: int, seed: int, max_tries_per_example: int = 20) -> list[Example]:
+        """Up to n distinct examples, the same ones for the same corpus and seed."""
+        rng = random.Random(f"{seed}:{self.name}")
+        seen: dict[str, Example] = {}
+        tries = 0
+        while len(seen) < n and tries < n * max_tries_per_example:
+            tries += 1
+            ex = self.draw(self, corpus, rng)
+            if ex is not None:
+                seen.setdefault(ex.input_field, ex)
+        return list(seen.values())
+
+
+_REGISTRY: dict[str, Subtask] = {}
+
+
+def subtask(
+    name: str,
+    capability: Capability,
+    task_type: TaskType,
+    metric: Metric,
+    source: str,
+    description: str,
+    templates: Sequence[str],
+) -> Callable[[Builder], Builder]:
+    """Register a builder as a subtask; at least three paraphrased instructions keep prompts varied."""
+    if len(templates) < 3:
+        raise ValueError(f"subtask {name}: give at least 3 instruction templates")
+
+    def register(draw: Builder) -> Builder:
+        if name in _REGISTRY:
+            raise ValueError(f"subtask {name} registered twice")
+        _REGISTRY[name] = Subtask(name, capability, task_type, metric, source, description, tuple(templates), draw)
+        return draw
+
+    return register
+
+
+def all_subtasks() -> dict[str, Subtask]:
+    from shoptune.tasks import behavior, concepts, knowledge, multilingual  # noqa: F401 - registers
+
+    return dict(_REGISTRY)
+
+
+def multiple_choice(rng: random.Random, question: str, correct: str, distractors: Sequence[str]) -> tuple[str, int]:
+    """ShopBench's MC layout: the question, one "i. option" line each, then "Answer: "."""
+    options = [correct, *distractors]
+    rng.shuffle(options)
+    lines = "\n".join(f"{i}. {option}" for i, option in enumerate(options))
+    return f"{question}\n{lines}\nAnswer: ", options.index(correct)
+
+
+def numbered(items: Sequence[str]) -> str:
+    """Candidates as ShopBench lists them for retrieval and ranking, numbered from 1."""
+    return "\n".join(f"{i}. {item}" for i, item in enumerate(items, start=1))
+
+
+def distinct_sample(rng: random.Random, pool: Sequence[Any], k: int, exclude: Any) -> list[Any] | None:
+    """k distinct items of pool, none equal to exclude; None if the pool is too small."""
+    picks: list[Any] = []
+    for _ in range(k * 10):
+        item = rng.choice(pool)
+        if item != exclude and item not in picks:
+            picks.append(item)
+            if len(picks) == k:
+                return picks
+    return None
