@@ -18,10 +18,11 @@ from pathlib import Path
 import torch
 
 from shoptune import default_model_path
-from shoptune.evaluate.backends import HFBackend, option_labels
+from shoptune.evaluate.backends import HFBackend
 from shoptune.evaluate.parsers import parse_multiple_choice
 from shoptune.evaluate.runner import EvalConfig, answer
 from shoptune.schema import TaskType, read_examples
+from shoptune.tasks.render import option_labels
 
 ROOT = Path(__file__).resolve().parents[1]
 

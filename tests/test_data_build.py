@@ -8,7 +8,7 @@ import pytest
 
 from shoptune.config import load_config
 from shoptune.data.build import build_mixture, from_row
-from shoptune.data.clean import Contamination, exact_duplicates, near_duplicates
+from shoptune.data.clean import Contamination, exact_duplicates, near_duplicates, words
 from shoptune.data.spec import MixtureSpec
 from shoptune.errors import ShoptuneError
 from shoptune.schema import parse_example, write_jsonl
@@ -90,8 +90,9 @@ def test_duplicate_detection():
     text = "Which of the following products is the cheapest among these five offers from online shops today?"
     rows = [text, text.upper(), text.replace("today", "now"), "An entirely different question about red shoes."]
     examples = [parse_example({**base, "input_field": t}) for t in rows]
-    assert exact_duplicates(examples) == [False, True, False, False]
-    assert near_duplicates(examples, threshold=0.7, num_perm=128, seed=0) == [False, True, True, False]
+    prompt_words = [words(ex.input_field) for ex in examples]
+    assert exact_duplicates(prompt_words) == [False, True, False, False]
+    assert near_duplicates(prompt_words, threshold=0.7, num_perm=128, seed=0) == [False, True, True, False]
 
 
 def test_spec_errors():

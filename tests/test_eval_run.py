@@ -122,7 +122,7 @@ def test_mc_logits_match_generate_where_generate_names_an_option(digit_model, de
     for mode in ("logits", "generate"):
         run_eval(dev_set, tmp_path / mode, EvalConfig(model=str(digit_model), mc_mode=mode), progress=False)
         runs[mode] = predictions(tmp_path / mode)
-    from shoptune.evaluate.backends import option_labels
+    from shoptune.tasks.render import option_labels
 
     comparable = [i for i in mc if runs["generate"][i].strip() in option_labels(examples[i].input_field)]
     assert len(comparable) >= 15, "the test model should often answer with an option digit"

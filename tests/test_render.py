@@ -4,8 +4,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from shoptune.errors import ShoptuneError
-from shoptune.evaluate.backends import option_labels
-from shoptune.tasks.render import SHOPBENCH_SYSTEM_PROMPT, render_prompt
+from shoptune.tasks.render import SHOPBENCH_SYSTEM_PROMPT, option_labels, render_prompt
 
 TEMPLATE = (
     "{% for m in messages %}<|{{ m.role }}|>{{ m.content }}\n{% endfor %}"

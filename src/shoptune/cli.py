@@ -196,6 +196,26 @@ def data_build(
     console.print(f"wrote {out} (load with datasets.load_from_disk) and {out / 'manifest.json'}")
 
 
+@data_app.command("generate")
+def data_generate(
+    spec: Annotated[Path, typer.Argument(help="generation spec YAML (see configs/generate/)")],
+    out: Annotated[Path, typer.Option(help="folder for generated.jsonl, stats.json and the request cache")],
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Have a teacher LLM (any OpenAI-compatible endpoint) write validated examples per subtask."""
+    from shoptune.config import load_config
+    from shoptune.data.generate import GenerateSpec, generate
+
+    settings = load_config(GenerateSpec, spec)
+    if settings.raw_dir is not None and not settings.raw_dir.exists():
+        settings.raw_dir = spec.parent / settings.raw_dir
+    stats = generate(settings, out, progress=progress)
+    console.print(", ".join(f"{k} {v}" for k, v in stats.items()))
+    console.print(
+        f"wrote {out / 'generated.jsonl'}; add it to a mixture with extra_examples: [{out / 'generated.jsonl'}]"
+    )
+
+
 def _int(value: str, option: str) -> int:
     try:
         return int(value)

@@ -56,6 +56,11 @@ METRICS_FOR_TYPE: dict[TaskType, frozenset[Metric]] = {
     ),
 }
 
+_VALUES: dict[str, frozenset[str]] = {
+    "task_type": frozenset(m.value for m in TaskType),
+    "metric": frozenset(m.value for m in Metric),
+}
+
 OutputField = int | list[int] | list[float] | list[str] | str
 
 
@@ -110,7 +115,9 @@ class Example(BaseModel):
     @classmethod
     def _known_name(cls, value: Any, info: ValidationInfo) -> Any:
         enum = TaskType if info.field_name == "task_type" else Metric
-        if value not in {m.value for m in enum}:
+        if isinstance(value, enum):
+            return value
+        if value not in _VALUES[info.field_name]:
             allowed = ", ".join(m.value for m in enum)
             raise ValueError(f"unknown {info.field_name} {value!r:.40}; expected one of: {allowed}")
         return enum(value)

@@ -20,7 +20,7 @@ from typing import Any
 
 from shoptune import default_model_path
 from shoptune.config import dump_config
-from shoptune.data.clean import Contamination, exact_duplicates, near_duplicates
+from shoptune.data.clean import Contamination, exact_duplicates, near_duplicates, words
 from shoptune.data.spec import MixtureSpec
 from shoptune.errors import ShoptuneError
 from shoptune.schema import Example, atomic_write_text, parse_example, read_examples
@@ -71,11 +71,16 @@ def build_examples(spec: MixtureSpec) -> tuple[dict[str, list[Example]], dict[st
     drawn: list[Example] = []
     for task in spec.selected():
         drawn.extend(task.build(corpus, spec.size_of(task.name) + spec.validation_per_subtask, spec.seed))
+    n_built = len(drawn)
+    names = {task.name for task in spec.selected()}
+    for path in spec.extra_examples:
+        drawn.extend(ex for ex in read_examples(path) if ex.task_name in names)
     removed = Counter()
-    keep = [not dup for dup in exact_duplicates(drawn)]
+    prompt_words = [words(ex.input_field) for ex in drawn]  # tokenised once for all three checks
+    keep = [not dup for dup in exact_duplicates(prompt_words)]
     removed["exact_duplicate"] = keep.count(False)
     if spec.near_duplicates is not None:
-        candidates = [ex for ex, k in zip(drawn, keep, strict=True) if k]
+        candidates = [w for w, k in zip(prompt_words, keep, strict=True) if k]
         near = iter(
             near_duplicates(candidates, spec.near_duplicates.threshold, spec.near_duplicates.num_perm, spec.seed)
         )
@@ -84,18 +89,25 @@ def build_examples(spec: MixtureSpec) -> tuple[dict[str, list[Example]], dict[st
     if spec.decontaminate:
         contaminated = Contamination((ex for path in spec.decontaminate for ex in read_examples(path)), spec.ngram)
         before = sum(keep)
-        keep = [k and not contaminated(ex) for ex, k in zip(drawn, keep, strict=True)]
+        keep = [k and not contaminated(ex, w) for ex, w, k in zip(drawn, prompt_words, keep, strict=True)]
         removed["contaminated"] = before - sum(keep)
     by_task: dict[str, list[Example]] = {}
-    for ex, k in zip(drawn, keep, strict=True):
+    extras: dict[str, list[Example]] = {}
+    for i, (ex, k) in enumerate(zip(drawn, keep, strict=True)):
         if k:
-            by_task.setdefault(ex.task_name, []).append(ex)
+            (by_task if i < n_built else extras).setdefault(ex.task_name, []).append(ex)
     splits: dict[str, list[Example]] = {"train": [], "validation": []}
     for name, examples in by_task.items():
         random.Random(f"{spec.seed}:split:{name}").shuffle(examples)
         n_val = min(spec.validation_per_subtask, len(examples) // 5)
         splits["validation"].extend(examples[:n_val])
-        splits["train"].extend(examples[n_val : n_val + spec.size_of(name)])
+        train = examples[n_val : n_val + spec.size_of(name)]
+        if spec.repeat and train and len(train) < spec.size_of(name):
+            rng = random.Random(f"{spec.seed}:repeat:{name}")
+            train = train + rng.choices(train, k=spec.size_of(name) - len(train))
+        splits["train"].extend(train)
+    for examples in extras.values():  # extra examples come on top of the per-subtask budget, all of them
+        splits["train"].extend(examples)
     random.Random(f"{spec.seed}:order").shuffle(splits["train"])
     return splits, dict(removed), corpus.sources
 
@@ -123,6 +135,7 @@ def manifest(
 
     inputs = dict(sorted(sources.items()))
     inputs.update({f"decontaminate:{p.name}": file_hash(p) for p in spec.decontaminate})
+    inputs.update({f"extra:{p.name}": file_hash(p) for p in spec.extra_examples})
     return {
         "name": spec.name,
         "examples": {split: len(rows) for split, rows in splits.items()},
@@ -130,6 +143,7 @@ def manifest(
         "by_subtask": count("task_name"),
         "by_task_type": count("task_type"),
         "by_language": count("language"),
+        "by_source": count("source"),
         "prompt_length": {
             "unit": unit,
             "mean": round(statistics.fmean(lengths), 1) if lengths else 0,
@@ -138,6 +152,7 @@ def manifest(
             "max": lengths[-1] if lengths else 0,
         },
         "removed": removed,
+        "subtasks_without_data": sorted({t.name for t in spec.selected()} - {ex.task_name for ex in train}),
         "inputs_sha256": inputs,
         "spec": json.loads(json.dumps(spec.model_dump(mode="json"))),
     }
@@ -158,7 +173,10 @@ def save(splits: dict[str, list[Example]], info: dict[str, Any], spec: MixtureSp
             rows = [to_row(ex) for ex in examples]
             table = pa.Table.from_pylist(rows) if rows else pa.table({c: pa.array([], pa.string()) for c in COLUMNS})
             # A content fingerprint (not datasets' random one) keeps the saved files byte-identical across runs.
-            digest = hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()[:16]
+            sink = pa.BufferOutputStream()
+            with pa.ipc.new_stream(sink, table.schema) as writer:
+                writer.write_table(table)
+            digest = hashlib.sha256(sink.getvalue()).hexdigest()[:16]
             parts[split] = datasets.Dataset(table, fingerprint=digest)
         datasets.DatasetDict(parts).save_to_disk(str(tmp))
         atomic_write_text(tmp / "manifest.json", json.dumps(info, indent=2, ensure_ascii=False) + "\n")

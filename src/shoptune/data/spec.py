@@ -24,6 +24,12 @@ class MixtureSpec(StrictConfig):
     examples_per_subtask: int = Field(1500, ge=1)
     weights: dict[str, float] = Field(default_factory=dict)  # subtask -> multiplier of examples_per_subtask
     validation_per_subtask: int = Field(50, ge=0)
+    # Where a source has fewer distinct examples than examples_per_subtask, sample them again (with
+    # replacement) to reach the size; off, a subtask simply contributes what its source supports.
+    repeat: bool = False
+    # JSON Lines of examples (teacher output, say): all of those of selected subtasks join the training split,
+    # on top of examples_per_subtask, after the same cleaning.
+    extra_examples: list[Path] = Field(default_factory=list)
     decontaminate: list[Path] = Field(default_factory=list)  # evaluation sets no example may overlap
     ngram: int = Field(13, ge=3, le=50)
     near_duplicates: NearDuplicates | None = Field(default_factory=NearDuplicates)
@@ -56,5 +62,9 @@ class MixtureSpec(StrictConfig):
             return p if p.is_absolute() or p.exists() else (base / p)
 
         return self.model_copy(
-            update={"raw_dir": resolve(self.raw_dir), "decontaminate": [resolve(p) for p in self.decontaminate]}
+            update={
+                "raw_dir": resolve(self.raw_dir),
+                "decontaminate": [resolve(p) for p in self.decontaminate],
+                "extra_examples": [resolve(p) for p in self.extra_examples],
+            }
         )

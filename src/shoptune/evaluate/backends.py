@@ -6,27 +6,13 @@ endpoint, or vLLM in-process when it is installed. The runner and the KDD Cup pr
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from shoptune.errors import ShoptuneError
-from shoptune.tasks.render import SHOPBENCH_SYSTEM_PROMPT, render_prompt
-
-OPTION_LINE = re.compile(r"^\s*(\d)\.\s", re.MULTILINE)
-DIGITS = tuple(str(d) for d in range(10))
-
-
-def option_labels(prompt: str) -> tuple[str, ...]:
-    """The digits a multiple-choice answer may be: the prompt's "0. …", "1. …" lines, else any digit.
-
-    Questions without listed options (ShopBench's 1-5 review rating) fall back to all ten digits,
-    which is what an unconstrained model could answer anyway.
-    """
-    labels = sorted(set(OPTION_LINE.findall(prompt)))
-    return tuple(labels) if len(labels) >= 2 else DIGITS
+from shoptune.tasks.render import DIGITS, SHOPBENCH_SYSTEM_PROMPT, option_labels, render_prompt
 
 
 class Backend(Protocol):

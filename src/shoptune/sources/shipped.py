@@ -1,4 +1,5 @@
-"""The raw data layout shoptune ships under data/raw (see its SOURCES.md): taxonomy and matching pairs."""
+"""The raw data folder: what shoptune ships under data/raw (taxonomy, matching pairs; see SOURCES.md) and
+the published datasets a user may add beside them (esci/, amazon-m2/, amazon-reviews-2023/, mave/)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 from shoptune.errors import ShoptuneError
 from shoptune.sources.matching import read_pairs
+from shoptune.sources.published import read_esci, read_m2, read_mave, read_reviews
 from shoptune.sources.taxonomy import read_taxonomy
 from shoptune.tasks.records import RawCorpus
 
@@ -39,6 +41,31 @@ def load_raw(raw_dir: Path, splits: tuple[str, ...] = ("train",)) -> RawCorpus:
             if path.is_file():
                 corpus.pairs.extend(read_pairs(path, folder.name))
                 corpus.sources[f"product-matching/{folder.name}/{split}.txt"] = file_hash(path)
+    _add_published(raw_dir, corpus)
     if not corpus.sources:
-        raise ShoptuneError(f"raw data folder {raw_dir}: found neither google-taxonomy/ nor product-matching/ files")
+        raise ShoptuneError(f"raw data folder {raw_dir}: found no data shoptune can read (see data/raw/SOURCES.md)")
     return corpus
+
+
+def _add_published(raw_dir: Path, corpus: RawCorpus) -> None:
+    folder = raw_dir / "esci"
+    if (folder / "shopping_queries_dataset_examples.parquet").is_file():
+        corpus.judgments = read_esci(folder)
+        _hash_all(corpus, folder, "*.parquet")
+    folder = raw_dir / "amazon-m2"
+    if (folder / "sessions_train.csv").is_file():
+        corpus.sessions, corpus.catalogue = read_m2(folder)
+        _hash_all(corpus, folder, "*.csv")
+    folder = raw_dir / "amazon-reviews-2023"
+    if folder.is_dir() and any(folder.glob("*.jsonl")):
+        corpus.reviews = read_reviews(folder)
+        _hash_all(corpus, folder, "*.jsonl")
+    folder = raw_dir / "mave"
+    if folder.is_dir() and any(folder.glob("*.jsonl")):
+        corpus.attributes = read_mave(folder)
+        _hash_all(corpus, folder, "*.jsonl")
+
+
+def _hash_all(corpus: RawCorpus, folder: Path, pattern: str) -> None:
+    for path in sorted(folder.glob(pattern)):
+        corpus.sources[f"{folder.name}/{path.name}"] = file_hash(path)

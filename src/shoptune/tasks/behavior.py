@@ -124,3 +124,98 @@ def query_category_intent(task: Subtask, corpus: RawCorpus, rng: random.Random) 
         return None
     prompt, answer = multiple_choice(rng, task.template(rng, query=query_from(offer, rng)), offer.category, wrong)
     return task.example(prompt, answer)
+
+
+ESCI_GAIN = {"E": 1.0, "S": 0.1, "C": 0.01, "I": 0.0}
+
+
+@subtask(
+    "esci_query_ranking",
+    B,
+    TaskType.RANKING,
+    Metric.NDCG,
+    "amazon-esci",
+    "rank five products for a real search query by their ESCI relevance",
+    [
+        "Instructions: You are given a search query and five products. Rank the products by their relevance to "
+        "the query, most relevant first. You should output a permutation of 1 to 5, separated with comma.\n"
+        "Query: {query}\nProducts:\n{candidates}\nOutput:",
+        "A customer searched for '{query}'. Order these results from most to least relevant (a permutation of 1 "
+        "to 5, comma-separated).\n{candidates}\nOutput:",
+        "Instructions: Rerank the search results for the query '{query}'. Output the product numbers 1-5 in "
+        "order of relevance, separated by commas.\n{candidates}\nOutput:",
+    ],
+)
+def esci_query_ranking(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
+    def by_query(c: RawCorpus) -> list[list]:
+        groups: dict[tuple[str, str], list] = {}
+        for j in c.judgments:
+            groups.setdefault((j.query, j.locale), []).append(j)
+        return [g for g in groups.values() if len(g) >= 5 and len({j.label for j in g}) > 1]
+
+    groups = corpus.derived("esci_by_query", by_query)
+    if not groups:
+        return None
+    shown = rng.sample(rng.choice(groups), 5)
+    if len({j.product.title for j in shown}) < 5:
+        return None
+    prompt = task.template(rng, query=shown[0].query, candidates=numbered([j.product.title for j in shown]))
+    return task.example(prompt, [ESCI_GAIN[j.label] for j in shown], language=shown[0].locale.lower())
+
+
+@subtask(
+    "session_next_product",
+    B,
+    TaskType.RETRIEVAL,
+    Metric.HIT_RATE_3,
+    "amazon-m2",
+    "predict the product a shopper engages with next, from the session so far",
+    [
+        "Instructions: A user on an online shopping website has viewed the following products in order:\n"
+        "{history}\nWhich of the candidates below is the user most likely to view next? Output three numbers, "
+        "most likely first, separated with comma.\n{candidates}\nOutput:",
+        "Session so far:\n{history}\nPredict the next product. Answer with 3 candidate numbers, comma-separated.\n"
+        "{candidates}\nOutput:",
+        "Instructions: Given the browsing history below, rank the likely next item; output three numbers.\n"
+        "History:\n{history}\nCandidates:\n{candidates}\nOutput:",
+    ],
+)
+def session_next_product(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
+    if not corpus.sessions:
+        return None
+    session = rng.choice(corpus.sessions)
+    items = [corpus.catalogue.get(i) for i in (*session.previous[-5:], session.next_item)]
+    if any(o is None for o in items):
+        return None
+    *history, target = items
+    pool = corpus.derived("catalogue_offers", lambda c: list(c.catalogue.values()))
+    negatives = distinct_sample(rng, pool, 9, exclude=target)
+    if negatives is None:
+        return None
+    candidates = [target, *negatives]
+    rng.shuffle(candidates)
+    prompt = task.template(
+        rng, history=numbered([o.title for o in history]), candidates=numbered([o.title for o in candidates])
+    )
+    return task.example(prompt, [candidates.index(target) + 1], language=session.locale.lower())
+
+
+@subtask(
+    "review_rating",
+    B,
+    TaskType.MULTIPLE_CHOICE,
+    Metric.ACCURACY,
+    "amazon-reviews-2023",
+    "predict the star rating a reviewer gave from the review text",
+    [
+        "Instructions: Given the review below, predict the rating the user gave, on a scale of 1 to 5.\n"
+        "Review title: {title}\nReview: {text}\nOutput:\nAnswer: ",
+        "What star rating (1 to 5) goes with this product review?\n{title}\n{text}\nAnswer: ",
+        'A customer wrote: "{text}" (title: {title}). On a scale of 1 to 5, how many stars did they give?\nAnswer: ',
+    ],
+)
+def review_rating(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
+    if not corpus.reviews:
+        return None
+    review = rng.choice(corpus.reviews)
+    return task.example(task.template(rng, title=review.title, text=review.text[:1000]), review.rating)

@@ -74,7 +74,7 @@ def category_explanation(task: Subtask, corpus: RawCorpus, rng: random.Random) -
     ],
 )
 def category_parent(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
-    cats = [c for c in english(corpus) if len(c.path) >= 2]
+    cats = corpus.derived("with_parent_en", lambda c: [x for x in english(c) if len(x.path) >= 2])
     if len(cats) < 10:
         return None
     cat = rng.choice(cats)
@@ -178,7 +178,9 @@ def model_number_extraction(task: Subtask, corpus: RawCorpus, rng: random.Random
 )
 def subcategory_retrieval(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
     kids = children_of(corpus)
-    parents = corpus.derived("parents_with_3", lambda c: sorted(p for p, k in children_of(c).items() if len(k) >= 3))
+    parents = corpus.derived(
+        "parents_with_3", lambda c: sorted(p for p, k in children_of(c).items() if p and len(k) >= 3)
+    )
     if not parents:
         return None
     parent = rng.choice(parents)
@@ -191,3 +193,25 @@ def subcategory_retrieval(task: Subtask, corpus: RawCorpus, rng: random.Random) 
     rng.shuffle(candidates)
     answer = sorted(candidates.index(r) + 1 for r in right)
     return task.example(task.template(rng, name=parent[-1], candidates=numbered(candidates)), answer)
+
+
+@subtask(
+    "attribute_value_extraction",
+    C,
+    TaskType.GENERATION,
+    Metric.ROUGE_L,
+    "mave",
+    "extract the value of a product attribute from product text",
+    [
+        "Instructions: Extract the value of the attribute '{attribute}' from the product text.\n"
+        "Category: {category}\nInput: {text}\nOutput:",
+        "Input: {text}\nWhat is the {attribute} of this {category} product? Copy it from the text.\nOutput:",
+        "Instructions: Read the {category} listing and return its '{attribute}'.\nInput: {text}\nOutput:",
+    ],
+)
+def attribute_value_extraction(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
+    if not corpus.attributes:
+        return None
+    mention = rng.choice(corpus.attributes)
+    prompt = task.template(rng, attribute=mention.attribute, category=mention.category, text=mention.text[:1200])
+    return task.example(prompt, mention.values[0])

@@ -55,12 +55,54 @@ class OfferPair:
     source: str
 
 
+@dataclass(frozen=True)
+class QueryJudgment:
+    """A search query, a product shown for it, and its ESCI label (Exact, Substitute, Complement, Irrelevant)."""
+
+    query: str
+    product: Offer
+    label: str
+    locale: str
+
+
+@dataclass(frozen=True)
+class Session:
+    """Products a shopper viewed in order, and the one they engaged with next (ids into the catalogue)."""
+
+    previous: tuple[str, ...]
+    next_item: str
+    locale: str
+
+
+@dataclass(frozen=True)
+class Review:
+    rating: int
+    title: str
+    text: str
+    product: str | None = None
+
+
+@dataclass(frozen=True)
+class AttributeMention:
+    """An attribute value stated in a product's text, as annotated by MAVE."""
+
+    category: str
+    text: str
+    attribute: str
+    values: tuple[str, ...]
+
+
 @dataclass
 class RawCorpus:
     """Everything the builders may draw on; a source that is absent is simply empty."""
 
     categories: dict[str, list[Category]] = field(default_factory=dict)  # language -> nodes
     pairs: list[OfferPair] = field(default_factory=list)
+    judgments: list[QueryJudgment] = field(default_factory=list)
+    sessions: list[Session] = field(default_factory=list)
+    catalogue: dict[str, Offer] = field(default_factory=dict)  # product id -> offer, for sessions
+    reviews: list[Review] = field(default_factory=list)
+    attributes: list[AttributeMention] = field(default_factory=list)
     sources: dict[str, str] = field(default_factory=dict)  # source name -> content hash
     _memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 

@@ -66,16 +66,19 @@ class Subtask:
     def template(self, rng: random.Random, **fields: Any) -> str:
         return rng.choice(self.templates).format(**fields)
 
-    def build(self, corpus: RawCorpus, n: int, seed: int, max_tries_per_example: int = 20) -> list[Example]:
-        """Up to n distinct examples, the same ones for the same corpus and seed."""
+    def build(self, corpus: RawCorpus, n: int, seed: int, patience: int = 2000) -> list[Example]:
+        """Up to n distinct examples, the same ones for the same corpus and seed; stops early once
+        `patience` draws in a row bring nothing new (the source has no more to give)."""
         rng = random.Random(f"{seed}:{self.name}")
         seen: dict[str, Example] = {}
-        tries = 0
-        while len(seen) < n and tries < n * max_tries_per_example:
-            tries += 1
+        misses = 0
+        while len(seen) < n and misses < patience:
             ex = self.draw(self, corpus, rng)
-            if ex is not None:
-                seen.setdefault(ex.input_field, ex)
+            if ex is None or ex.input_field in seen:
+                misses += 1
+                continue
+            seen[ex.input_field] = ex
+            misses = 0
         return list(seen.values())
 
 

@@ -6,6 +6,7 @@ ShopBench's parsers turn back into `output_field`; both live here so neither sid
 
 from __future__ import annotations
 
+import re
 from typing import Any, Protocol
 
 from shoptune.errors import ShoptuneError
@@ -16,6 +17,9 @@ SHOPBENCH_SYSTEM_PROMPT = (
     "You are a helpful online shopping assistant. Please answer the following question about online "
     "shopping and follow the given instructions."
 )
+
+OPTION_LINE = re.compile(r"^\s*(\d)\.\s", re.MULTILINE)
+DIGITS = tuple(str(d) for d in range(10))
 
 
 class ChatTokenizer(Protocol):
@@ -56,3 +60,13 @@ def render_prompt(
         messages.append({"role": "user", "content": text})
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     return f"{system_prompt}\n\n{text}" if system_prompt else text
+
+
+def option_labels(prompt: str) -> tuple[str, ...]:
+    """The digits a multiple-choice answer may be: the prompt's "0. …", "1. …" lines, else any digit.
+
+    Questions without listed options (ShopBench's 1-5 review rating) fall back to all ten digits,
+    which is what an unconstrained model could answer anyway.
+    """
+    labels = sorted(set(OPTION_LINE.findall(prompt)))
+    return tuple(labels) if len(labels) >= 2 else DIGITS

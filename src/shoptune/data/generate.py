@@ -1,0 +1,235 @@
+"""`shoptune data generate SPEC --out DIR`: new examples per subtask written by a teacher LLM.
+
+Each requested example is one job: the teacher sees the subtask, its answer format and a real
+demonstration drawn from the raw data, and must answer with one JSON record. A reply that does not
+validate against the subtask's answer schema is asked for again with a fresh request; after
+`attempts` failures the example is dropped and counted. Replies are cached per request, so a rerun
+or a resumed run makes no call it has made before; the output is written once, atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import sys
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+from tqdm import tqdm
+
+from shoptune.config import StrictConfig, dump_config
+from shoptune.errors import ShoptuneError
+from shoptune.schema import Example, TaskType, atomic_write_text, parse_example, write_jsonl
+from shoptune.sources.shipped import load_raw
+from shoptune.sources.teacher import Teacher, TeacherError
+from shoptune.tasks.records import RawCorpus
+from shoptune.tasks.registry import Subtask, all_subtasks
+from shoptune.tasks.render import OPTION_LINE
+
+SYSTEM = (
+    "You write high-quality training examples for an online-shopping assistant, in the format of the "
+    "ShopBench benchmark (Amazon KDD Cup 2024). Reply with exactly one JSON object and nothing else."
+)
+FORMATS = {
+    TaskType.MULTIPLE_CHOICE: "input_field is the question followed by one line per option, '0. ...', '1. ...', "
+    "'2. ...', '3. ...', then a last line 'Answer: '; output_field is the integer index of the correct option.",
+    TaskType.RETRIEVAL: "input_field lists numbered candidates '1. ...', '2. ...'; output_field is a list of the "
+    "numbers (1 to 3 of them) of the correct candidates.",
+    TaskType.RANKING: "input_field lists exactly 5 numbered candidates '1. ...' to '5. ...'; output_field is a list "
+    "of 5 relevance values, one per candidate in listed order: 1 exact, 0.1 substitute, 0.01 complement, 0 irrelevant.",
+    TaskType.NER: "output_field is a list of the entity strings exactly as they appear in input_field.",
+    TaskType.GENERATION: "output_field is the reference answer text.",
+}
+NUMBERED = re.compile(r"^\s*(\d+)\.\s", re.MULTILINE)
+FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
+
+
+class GenerateSpec(StrictConfig):
+    name: str
+    model: str
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    subtasks: list[str] | None = None  # None: every subtask
+    examples_per_subtask: int = Field(100, ge=1)
+    attempts: int = Field(3, ge=1, le=20)
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    max_tokens: int = Field(768, ge=16)
+    concurrency: int = Field(8, ge=1, le=256)
+    timeout: float = Field(60.0, gt=0)
+    max_retries: int = Field(5, ge=0, le=20)
+    seed: int = 0
+    raw_dir: Path | None = Path("data/raw")  # demonstrations come from here; None: none
+    price_per_1k_prompt_tokens: float = Field(0.0, ge=0)
+    price_per_1k_completion_tokens: float = Field(0.0, ge=0)
+    cache_dir: Path | None = None  # default: DIR/cache
+
+    def selected(self) -> list[Subtask]:
+        known = all_subtasks()
+        unknown = sorted(set(self.subtasks or []) - set(known))
+        if unknown:
+            raise ShoptuneError(f"unknown subtask(s) {unknown}; `shoptune tasks list` shows them")
+        return [t for t in known.values() if self.subtasks is None or t.name in self.subtasks]
+
+
+def teacher_messages(task: Subtask, number: int, demo: Example | None) -> list[dict[str, str]]:
+    lines = [
+        f"Subtask: {task.name} ({task.description})",
+        f"Capability: {task.capability.value}",
+        f"Task type: {task.task_type.value}",
+        f"Format: {FORMATS[task.task_type]}",
+    ]
+    if demo is not None:
+        example = {"input_field": demo.input_field, "output_field": demo.output_field}
+        lines.append(f"An example of this subtask:\n{json.dumps(example, ensure_ascii=False)}")
+    lines.append(
+        f"Write example number {number}: a new example with other products and other wording, in the same format. "
+        'Reply with JSON: {"input_field": ..., "output_field": ...}'
+    )
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "\n".join(lines)}]
+
+
+def validate_reply(task: Subtask, text: str) -> Example:
+    """The teacher's reply as a record of this subtask, or ValueError saying what is wrong with it."""
+    try:
+        obj = json.loads(FENCE.sub("", text.strip()))
+    except json.JSONDecodeError:
+        raise ValueError("not JSON") from None
+    if not isinstance(obj, dict) or "input_field" not in obj or "output_field" not in obj:
+        raise ValueError("missing input_field or output_field")
+    try:
+        ex = task.example(obj["input_field"], obj["output_field"])
+    except (ShoptuneError, ValueError, TypeError) as exc:
+        raise ValueError(f"schema: {str(exc)[:80]}") from None
+    parse_example(ex.to_json())
+    prompt, answer = ex.input_field, ex.output_field
+    if task.task_type is TaskType.MULTIPLE_CHOICE:
+        labels = sorted(set(OPTION_LINE.findall(prompt)))
+        if len(labels) < 2 or str(answer) not in labels:
+            raise ValueError("answer is not one of the listed options")
+    elif task.task_type in (TaskType.RETRIEVAL, TaskType.RANKING):
+        n = len(NUMBERED.findall(prompt))
+        if task.task_type is TaskType.RETRIEVAL and not all(1 <= i <= n for i in answer):
+            raise ValueError("answer names a candidate that is not listed")
+        if task.task_type is TaskType.RANKING and len(answer) != n:
+            raise ValueError("one relevance per listed candidate is needed")
+    elif task.task_type is TaskType.NER and not all(e.lower() in prompt.lower() for e in answer):
+        raise ValueError("an entity does not appear in the input")
+    return ex
+
+
+@dataclass
+class Stats:
+    requested: int = 0
+    produced: int = 0
+    dropped: int = 0
+    http_calls: int = 0
+    cache_hits: int = 0
+    failed_requests: int = 0
+    invalid: Counter = field(default_factory=Counter)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def as_dict(self, spec: GenerateSpec) -> dict[str, Any]:
+        cost = (
+            self.prompt_tokens * spec.price_per_1k_prompt_tokens
+            + self.completion_tokens * spec.price_per_1k_completion_tokens
+        ) / 1000
+        return {
+            **{k: v for k, v in vars(self).items() if k != "invalid"},
+            "invalid": dict(self.invalid),
+            "cost": round(cost, 6),
+        }
+
+
+def _demo(task: Subtask, corpus: RawCorpus | None, number: int, seed: int) -> Example | None:
+    if corpus is None:
+        return None
+    for _ in range(20):
+        ex = task.draw(task, corpus, random.Random(f"{seed}:demo:{task.name}:{number}"))
+        if ex is not None:
+            return ex
+        number += 10_000
+    return None
+
+
+def generate(spec: GenerateSpec, out: Path, progress: bool = True) -> dict[str, Any]:
+    tasks = spec.selected()
+    if out.exists() and not out.is_dir():
+        raise ShoptuneError(f"--out {out}: exists and is not a directory")
+    corpus = load_raw(spec.raw_dir) if spec.raw_dir is not None else None
+    teacher = Teacher(
+        base_url=spec.base_url,
+        model=spec.model,
+        cache_dir=spec.cache_dir or out / "cache",
+        api_key_env=spec.api_key_env,
+        timeout=spec.timeout,
+        max_retries=spec.max_retries,
+    )
+    stats = Stats(requested=len(tasks) * spec.examples_per_subtask)
+    jobs = [(task, k) for task in tasks for k in range(spec.examples_per_subtask)]
+
+    def run(job: tuple[Subtask, int]) -> tuple[Example | None, Counter]:
+        """One example; the events are tallied by the caller, so no counter is shared between threads."""
+        task, k = job
+        events: Counter = Counter()
+        messages = teacher_messages(task, k, _demo(task, corpus, k, spec.seed))
+        job = {"model": spec.model, "messages": messages, "seed": spec.seed, "k": k}
+        known = teacher.recall(job)
+        for attempt in [known] if known is not None else range(spec.attempts):
+            try:
+                reply = teacher.complete(
+                    messages,
+                    temperature=spec.temperature,
+                    max_tokens=spec.max_tokens,
+                    seed=spec.seed * 1_000_003 + k * 101 + attempt,
+                )
+            except TeacherError:
+                events["failed_requests"] += 1
+                continue
+            events.update(
+                cache_hits=int(reply.cached),
+                prompt_tokens=reply.prompt_tokens,
+                completion_tokens=reply.completion_tokens,
+            )
+            try:
+                ex = validate_reply(task, reply.text)
+            except ValueError as exc:
+                events["invalid:" + str(exc).split(":")[0]] += 1
+                continue
+            teacher.remember(job, attempt)
+            return ex.model_copy(update={"source": f"teacher:{spec.model}"}), events
+        return None, events
+
+    results = []
+    with ThreadPoolExecutor(max_workers=spec.concurrency) as pool:
+        bar = tqdm(total=len(jobs), desc="generating", unit="ex", disable=not progress, file=sys.stderr)
+        for ex, events in pool.map(run, jobs):
+            results.append(ex)
+            for key, value in events.items():
+                if key.startswith("invalid:"):
+                    stats.invalid[key.removeprefix("invalid:")] += value
+                else:
+                    setattr(stats, key, getattr(stats, key) + value)
+            bar.update(1)
+        bar.close()
+    stats.http_calls = teacher.http_calls
+    kept: dict[str, Example] = {}
+    for ex in results:
+        if ex is None:
+            stats.dropped += 1
+        elif ex.input_field in kept:
+            stats.invalid["duplicate"] += 1
+            stats.dropped += 1
+        else:
+            kept[ex.input_field] = ex
+    stats.produced = len(kept)
+    write_jsonl(out / "generated.jsonl", (ex.to_json() for ex in kept.values()))
+    info = stats.as_dict(spec)
+    atomic_write_text(out / "stats.json", json.dumps(info, indent=2) + "\n")
+    atomic_write_text(out / "spec.yaml", dump_config(spec))
+    return info
