@@ -5,7 +5,7 @@ greedy `generate` (1 new token for multiple choice, 100 otherwise), parse. The e
 `shoptune eval run`'s answering loop (length-sorted left-padded batches, per-type token budgets, MC by
 one forward pass over the option digits). Both use the same loaded model and the same prompts.
 
-    python benchmarks/eval_throughput.py [--model PATH] [--data FILE] [--batch-size 32]
+    python benchmarks/eval_throughput.py [--model PATH] [--data FILE] [--batch-size N]
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def baseline_answers(backend: HFBackend, prompts: list[str], is_mc: list[bool]) -> list[str]:
     out = []
     for prompt, mc in zip(prompts, is_mc, strict=True):
-        enc = backend.tokenizer(backend.render(prompt), return_tensors="pt")
+        enc = backend.encode([prompt], 1 if mc else 100)  # the same rendering and truncation as the engine
         with torch.inference_mode():
             ids = backend.model.generate(
                 **enc, max_new_tokens=1 if mc else 100, do_sample=False, pad_token_id=backend.tokenizer.pad_token_id
@@ -55,7 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(default_model_path()))
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "shopbench" / "development.json")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the engine's (8 on CPU)")
     args = parser.parse_args()
 
     examples = read_examples(args.data)

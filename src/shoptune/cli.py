@@ -216,6 +216,51 @@ def data_generate(
     )
 
 
+@app.command("train")
+def train_command(
+    config: Annotated[Path, typer.Argument(help="training config YAML (see configs/train/)")],
+    out: Annotated[Path, typer.Option(help="run folder: adapter/, checkpoints/, logs/, config.yaml, summary")],
+    model: Annotated[str | None, typer.Option(help="base model folder or hub id (overrides the config)")] = None,
+    max_steps: Annotated[int | None, typer.Option(help="stop after N optimiser steps")] = None,
+    rank: Annotated[int | None, typer.Option(help="LoRA rank (overrides lora.rank)")] = None,
+    resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint in --out")] = True,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """LoRA-tune a model on a mixture; rerun the same command to resume after an interruption."""
+    from shoptune.config import load_config
+    from shoptune.train.config import TrainConfig
+    from shoptune.train.trainer import train
+
+    overrides = {"model": model, "max_steps": max_steps, "lora": {"rank": rank} if rank else None}
+    settings = load_config(TrainConfig, config, overrides)
+    for field in ("mixture", "data", "eval_data"):
+        value = getattr(settings, field)
+        if value is not None and not value.exists() and (config.parent / value).exists():
+            setattr(settings, field, config.parent / value)
+    summary = train(settings, out, resume=resume, progress=progress)
+    if summary:
+        params = summary["parameters"]
+        console.print(
+            f"trainable parameters {params['trainable']:,} of {params['total']:,}; steps {summary['steps']}; "
+            f"held-out loss {summary['initial_eval_loss']} -> {summary['final_eval_loss']}"
+        )
+        console.print(f"wrote {out / 'adapter'} (PEFT adapter) and {out / 'train_summary.json'}")
+
+
+@app.command("merge")
+def merge_command(
+    adapter: Annotated[Path, typer.Argument(help="a PEFT adapter folder (e.g. RUN/adapter)")],
+    out: Annotated[Path, typer.Option(help="folder for the merged model")],
+    model: Annotated[str | None, typer.Option(help="base model (default: the embedded model)")] = None,
+) -> None:
+    """Fold a LoRA adapter into its base model."""
+    from shoptune import default_model_path
+    from shoptune.train.trainer import merge
+
+    merge(model or str(default_model_path()), adapter, out)
+    console.print(f"wrote merged model to {out}")
+
+
 def _int(value: str, option: str) -> int:
     try:
         return int(value)

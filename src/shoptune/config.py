@@ -38,7 +38,11 @@ def load_config(cls: type[C], path: Path | str | None = None, overrides: dict[st
         if loaded is not None and not isinstance(loaded, dict):
             raise ShoptuneError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
         raw = loaded or {}
-    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    for key, value in (overrides or {}).items():
+        if value is None:
+            continue
+        # A nested override (lora: {rank: 8}) changes that one setting, not the whole section.
+        raw[key] = {**raw[key], **value} if isinstance(value, dict) and isinstance(raw.get(key), dict) else value
     try:
         return cls.model_validate(raw)
     except ValidationError as err:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from shoptune.errors import ShoptuneError
+from shoptune.hub import resolve_model_source
 from shoptune.tasks.render import DIGITS, SHOPBENCH_SYSTEM_PROMPT, option_labels, render_prompt
 
 
@@ -27,23 +28,6 @@ class Backend(Protocol):
     def describe(self) -> dict[str, Any]:
         """What produced the answers, for the run record and for refusing to mix runs on resume."""
         ...
-
-
-def resolve_model_source(model: str, allow_download: bool) -> str:
-    """A local folder, or a hub id that must already be in the local cache unless downloads are allowed."""
-    if Path(model).expanduser().exists():
-        return str(Path(model).expanduser())
-    if model.startswith((".", "/", "~")) or model.count("/") > 1:
-        raise ShoptuneError(f"model {model!r}: no such folder")
-    if not allow_download:
-        from huggingface_hub import try_to_load_from_cache
-
-        if not isinstance(try_to_load_from_cache(model, "config.json"), str):
-            raise ShoptuneError(
-                f"model {model!r} is neither a local folder nor in the Hugging Face cache; pass a local path, "
-                "or allow_download: true (--allow-download) to fetch it from the hub"
-            )
-    return model
 
 
 class HFBackend:
@@ -79,6 +63,7 @@ class HFBackend:
             self.model = _with_adapter(self.model, adapter)
         self.model.to(self.device).eval()
         self.tokenizer.padding_side = "left"
+        self.tokenizer.truncation_side = "left"
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         self.system_prompt = system_prompt
@@ -89,12 +74,21 @@ class HFBackend:
     def render(self, prompt: str) -> str:
         return render_prompt(prompt, self.tokenizer, system_prompt=self.system_prompt, chat_template=self.chat_template)
 
-    def _encode(self, prompts: Sequence[str]) -> dict[str, Any]:
-        enc = self.tokenizer([self.render(p) for p in prompts], return_tensors="pt", padding=True)
+    def encode(self, prompts: Sequence[str], new_tokens: int) -> dict[str, Any]:
+        """Rendered, left-padded batch; a prompt too long for the model's context loses its beginning,
+        since a ShopBench prompt ends with the question and the answer format."""
+        limit = getattr(self.model.config, "max_position_embeddings", None)
+        enc = self.tokenizer(
+            [self.render(p) for p in prompts],
+            return_tensors="pt",
+            padding=True,
+            truncation=limit is not None,
+            max_length=max(limit - new_tokens, 1) if limit else None,
+        )
         return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
-        enc = self._encode(prompts)
+        enc = self.encode(prompts, max_new_tokens)
         with self.torch.inference_mode():
             out = self.model.generate(
                 **enc,
@@ -106,7 +100,7 @@ class HFBackend:
         return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
     def choose(self, prompts: Sequence[str]) -> list[str]:
-        enc = self._encode(prompts)
+        enc = self.encode(prompts, 1)
         # Positions must count real tokens only, as generate() does, or left padding shifts them.
         positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
         with self.torch.inference_mode():

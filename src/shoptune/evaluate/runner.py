@@ -52,7 +52,7 @@ class EvalConfig(StrictConfig):
     api: Literal["chat", "completions"] = "chat"
     api_key_env: str = "OPENAI_API_KEY"
     concurrency: int = Field(8, ge=1, le=256)
-    batch_size: int = Field(32, ge=1, le=1024)
+    batch_size: int | None = Field(None, ge=1, le=1024)  # None: 8 on CPU (prefill-bound), 32 on a GPU
     mc_mode: Literal["logits", "generate"] = "logits"
     max_new_tokens: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_MAX_NEW_TOKENS))
     system_prompt: str | None = SHOPBENCH_SYSTEM_PROMPT
@@ -79,6 +79,13 @@ class EvalConfig(StrictConfig):
         """The settings that change answers: a resumed run must match them, scoring settings may differ."""
         excluded = {"bootstrap", "seed", "embedding_models", "concurrency", "limit", "batch_size"}
         return self.model_dump(mode="json", exclude=excluded)
+
+
+def default_batch_size() -> int:
+    """On a CPU, long ShopBench prompts make batches compute-bound and large padded masks costly."""
+    import torch
+
+    return 32 if torch.cuda.is_available() else 8
 
 
 def make_backend(config: EvalConfig) -> Backend:
@@ -131,10 +138,11 @@ def answer(
     on_batch: Callable[[list[tuple[int, str]]], None],
     progress: bool = True,
 ) -> None:
+    size = config.batch_size or default_batch_size()
     bar = tqdm(total=len(pending), desc="answering", unit="q", disable=not progress, file=sys.stderr)
     for job in plan_jobs(examples, pending):
-        for start in range(0, len(job.indices), config.batch_size):
-            batch = job.indices[start : start + config.batch_size]
+        for start in range(0, len(job.indices), size):
+            batch = job.indices[start : start + size]
             prompts = [examples[i].input_field for i in batch]
             if job.task_type is TaskType.MULTIPLE_CHOICE and config.mc_mode == "logits":
                 responses = backend.choose(prompts)

@@ -1,0 +1,1 @@
+"""LoRA multi-task fine-tuning on the Hugging Face stack."""

@@ -1,0 +1,247 @@
+"""`shoptune train CONFIG --out DIR`: one model, LoRA-tuned on a multi-task mixture.
+
+The Hugging Face stack does the work: transformers' Trainer (checkpoints, resume, evaluation,
+logging, DDP/FSDP/DeepSpeed under `accelerate launch`), PEFT for LoRA/DoRA/rsLoRA/QLoRA. shoptune
+adds the ShopBench rendering (the same prompt as evaluation, the answer in the parsers' format),
+loss on the answer tokens only, and packing: a batch's examples are laid end to end in one row, with
+position ids restarting per example, so attention never crosses an example boundary and no compute
+is spent on padding.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from shoptune.config import dump_config
+from shoptune.errors import ShoptuneError
+from shoptune.hub import resolve_model_source
+from shoptune.schema import Example, atomic_write_text, read_examples
+from shoptune.tasks.render import answer_text, render_prompt
+from shoptune.train.config import TrainConfig
+
+ADAPTER = "adapter"
+
+
+def mixture_folder(config: TrainConfig, out: Path) -> Path:
+    """A mixture given as a spec (YAML) is built into DIR/mixture first; a folder is used as it is."""
+    assert config.mixture is not None
+    if config.mixture.suffix not in (".yaml", ".yml"):
+        return config.mixture
+    from shoptune.config import load_config
+    from shoptune.data.build import build_mixture
+    from shoptune.data.spec import MixtureSpec
+
+    spec = load_config(MixtureSpec, config.mixture).resolve_paths(config.mixture.parent)
+    folder = out / "mixture"
+    built = folder / "spec.yaml"
+    if not (built.is_file() and built.read_text(encoding="utf-8") == dump_config(spec)):
+        build_mixture(spec, folder)
+    return folder
+
+
+def load_examples(config: TrainConfig) -> tuple[list[Example], list[Example]]:
+    """(train, held-out) examples from a mixture folder or from JSON Lines files."""
+    if config.data is not None:
+        train = read_examples(config.data)
+        held_out = read_examples(config.eval_data) if config.eval_data else []
+        return train, held_out[: config.max_eval_examples]
+    import datasets
+
+    from shoptune.data.build import from_row
+
+    if not (config.mixture / "dataset_dict.json").is_file():
+        raise ShoptuneError(f"mixture {config.mixture}: not a folder written by `shoptune data build`")
+    mixture = datasets.load_from_disk(str(config.mixture))
+    train = [from_row(row) for row in mixture["train"]]
+    if config.eval_data:
+        held_out = read_examples(config.eval_data)
+    else:
+        held_out = [from_row(row) for row in mixture["validation"]] if "validation" in mixture else []
+    return train, held_out[: config.max_eval_examples]
+
+
+def encode(example: Example, tokenizer: Any, config: TrainConfig) -> dict[str, list[int]]:
+    """Prompt tokens are masked out of the loss; the answer ends with EOS so the model learns to stop."""
+    prompt = render_prompt(
+        example.input_field, tokenizer, system_prompt=config.system_prompt, chat_template=config.chat_template
+    )
+    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    answer_ids = tokenizer(answer_text(example.output_field, example.task_type), add_special_tokens=False)["input_ids"]
+    answer_ids = [*answer_ids, tokenizer.eos_token_id][: config.max_length // 2]
+    prompt_ids = prompt_ids[-(config.max_length - len(answer_ids)) :]  # keep the end of a long prompt
+    return {
+        "input_ids": prompt_ids + answer_ids,
+        "labels": [-100] * len(prompt_ids) + answer_ids,
+    }
+
+
+def count_parameters(model: Any) -> dict[str, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return {"trainable": trainable, "total": total}
+
+
+def load_model(config: TrainConfig) -> tuple[Any, Any]:
+    """Base model plus fresh LoRA weights; seeded first, so the same config gives the same initial adapter."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+
+    set_seed(config.seed)
+    source = resolve_model_source(config.model, config.allow_download)
+    local_only = not config.allow_download
+    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    kwargs: dict[str, Any] = {"local_files_only": local_only}
+    if use_bf16(config):
+        kwargs["dtype"] = torch.bfloat16
+    if config.method == "qlora":
+        if not torch.cuda.is_available():
+            raise ShoptuneError("method qlora needs a CUDA GPU and bitsandbytes; use method: lora on CPU")
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+        )
+    model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    if config.method == "full":
+        return model, tokenizer
+    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+    if config.method == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
+    lora = LoraConfig(
+        r=config.lora.rank,
+        lora_alpha=config.lora_alpha(),
+        lora_dropout=config.lora.dropout,
+        target_modules=config.lora.target_modules,
+        use_rslora=config.lora.rslora,
+        use_dora=config.lora.dora,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, lora), tokenizer
+
+
+def use_bf16(config: TrainConfig) -> bool:
+    import torch
+
+    if config.bf16 == "on":
+        return True
+    return config.bf16 == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+
+
+def train(config: TrainConfig, out: Path, *, resume: bool = True, progress: bool = True) -> dict[str, Any]:
+    import datasets
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, Trainer, TrainingArguments
+
+    if out.exists() and not out.is_dir():
+        raise ShoptuneError(f"--out {out}: exists and is not a directory")
+    if config.mixture is not None:
+        config = config.model_copy(update={"mixture": mixture_folder(config, out)})
+    train_examples, held_out = load_examples(config)
+    model, tokenizer = load_model(config)
+    datasets.disable_progress_bars()
+    train_set = datasets.Dataset.from_list([encode(ex, tokenizer, config) for ex in train_examples])
+    eval_set = datasets.Dataset.from_list([encode(ex, tokenizer, config) for ex in held_out]) if held_out else None
+    if config.packing:
+        collator = DataCollatorWithFlattening(return_position_ids=True)
+    else:
+        collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "config.yaml", dump_config(config))
+    os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "logs")
+    args = TrainingArguments(
+        output_dir=str(out / "checkpoints"),
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a fraction of the run
+        weight_decay=config.weight_decay,
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps,
+        gradient_checkpointing=config.gradient_checkpointing,
+        bf16=use_bf16(config),
+        seed=config.seed,
+        data_seed=config.seed,
+        eval_strategy="steps" if eval_set is not None else "no",
+        eval_steps=config.eval_steps,
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        logging_steps=config.logging_steps,
+        report_to=config.report_to,
+        disable_tqdm=not progress,
+        remove_unused_columns=False,
+        use_cpu=not _cuda(),  # also what makes torchrun / accelerate launch on CPUs run DDP over gloo
+        ddp_backend="gloo" if not _cuda() and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        dataloader_num_workers=0,
+        include_num_input_tokens_seen="all",
+    )
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=collator,
+        processing_class=tokenizer,
+    )
+    initial_eval = trainer.evaluate()["eval_loss"] if eval_set is not None and not _has_checkpoint(out) else None
+    result = trainer.train(resume_from_checkpoint=resume and _has_checkpoint(out))
+    final_eval = trainer.evaluate()["eval_loss"] if eval_set is not None else None
+    if trainer.is_world_process_zero():
+        trainer.save_model(str(out / ADAPTER))
+        tokenizer.save_pretrained(str(out / ADAPTER))
+        summary = {
+            "parameters": count_parameters(model),
+            "lora_rank": config.lora.rank if config.method != "full" else None,
+            "train_examples": len(train_examples),
+            "eval_examples": len(held_out),
+            "steps": result.global_step,
+            "train_loss": result.training_loss,
+            "initial_eval_loss": initial_eval,
+            "final_eval_loss": final_eval,
+            "tokens_seen": trainer.state.num_input_tokens_seen,
+            "log_history": trainer.state.log_history,
+        }
+        atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=2, default=_jsonable) + "\n")
+        return summary
+    return {}
+
+
+def _jsonable(value: Any) -> Any:
+    return None if isinstance(value, float) and math.isnan(value) else str(value)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _has_checkpoint(out: Path) -> bool:
+    return any((out / "checkpoints").glob("checkpoint-*")) if (out / "checkpoints").is_dir() else False
+
+
+def merge(base: str, adapter: Path, out: Path, allow_download: bool = False) -> Path:
+    """Fold a LoRA adapter into its base model, so it serves and quantises like any plain model."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if not (adapter / "adapter_config.json").is_file():
+        raise ShoptuneError(f"adapter {adapter}: no adapter_config.json there (expected a PEFT adapter folder)")
+    source = resolve_model_source(base, allow_download)
+    model = AutoModelForCausalLM.from_pretrained(source, local_files_only=not allow_download)
+    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
+    merged.save_pretrained(str(out))
+    AutoTokenizer.from_pretrained(source, local_files_only=not allow_download).save_pretrained(str(out))
+    return out

@@ -1,0 +1,226 @@
+"""`shoptune train`: LoRA on the embedded model, rank arithmetic, resume, distributed, merge."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from shoptune import default_model_path
+from shoptune.schema import write_jsonl
+from shoptune.sources.shipped import load_raw
+from shoptune.tasks.registry import all_subtasks
+from shoptune.train.config import TrainConfig
+from shoptune.train.trainer import count_parameters, load_model, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def examples_file(tmp_path_factory):
+    """A small real multi-task set: 4 subtasks (4 capabilities) from the shipped raw data."""
+    corpus = load_raw(ROOT / "data" / "raw")
+    tasks = all_subtasks()
+    folder = tmp_path_factory.mktemp("data")
+    for split, seed, n in (("train", 0, 48), ("held", 1, 8)):
+        rows = [
+            ex.to_json()
+            for name in ("category_parent", "same_product", "query_offer_ranking", "category_translation_en_de")
+            for ex in tasks[name].build(corpus, n, seed)
+        ]
+        write_jsonl(folder / f"{split}.jsonl", rows)
+    return folder
+
+
+def config(examples_file, model, **overrides):
+    settings = {
+        "model": str(model),
+        "data": examples_file / "train.jsonl",
+        "eval_data": examples_file / "held.jsonl",
+        "batch_size": 8,
+        "learning_rate": 2e-3,
+        "max_length": 256,
+        "report_to": [],
+        "eval_steps": 1000,
+        "save_steps": 1000,
+        "logging_steps": 5,
+        **overrides,
+    }
+    return TrainConfig(**settings)
+
+
+def lora_formula(model, rank):
+    """r x (in + out) for every linear layer LoRA targets ("all-linear": all but the output head)."""
+    return sum(
+        rank * (m.in_features + m.out_features)
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and "lm_head" not in name
+    )
+
+
+@pytest.mark.parametrize("rank", [4, 8, 16, 32, 64])
+def test_trainable_parameters_match_the_lora_formula(rank, examples_file):
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(default_model_path())
+    model, _ = load_model(config(examples_file, default_model_path(), lora={"rank": rank}))
+    assert count_parameters(model)["trainable"] == lora_formula(base, rank)
+
+
+def test_lora_on_the_default_model_lowers_held_out_loss(examples_file, tmp_path):
+    summary = train(config(examples_file, default_model_path(), max_steps=24), tmp_path, progress=False)
+    assert summary["final_eval_loss"] < summary["initial_eval_loss"] - 0.1
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    assert "rank: 16" in (tmp_path / "config.yaml").read_text()
+    assert summary["parameters"]["trainable"] < summary["parameters"]["total"] / 5
+
+
+def test_answer_only_loss_and_packing(examples_file, tiny_model):
+    from transformers import AutoTokenizer, DataCollatorWithFlattening
+
+    from shoptune.schema import read_examples
+    from shoptune.tasks.render import answer_text
+    from shoptune.train.trainer import encode
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    cfg = config(examples_file, tiny_model)
+    exs = read_examples(examples_file / "train.jsonl")[:3]
+    encoded = [encode(ex, tokenizer, cfg) for ex in exs]
+    for ex, enc in zip(exs, encoded, strict=True):
+        answer = [t for t in enc["labels"] if t != -100]
+        assert tokenizer.decode(answer, skip_special_tokens=True) == answer_text(ex.output_field, ex.task_type)
+        assert answer[-1] == tokenizer.eos_token_id
+    batch = DataCollatorWithFlattening(return_position_ids=True)(encoded)
+    assert batch["input_ids"].shape[0] == 1  # one packed row, no padding
+    starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist()
+    assert starts == [0, len(encoded[0]["input_ids"]), len(encoded[0]["input_ids"]) + len(encoded[1]["input_ids"])]
+
+
+def adapter_tensors(run: Path) -> dict:
+    return load_file(str(run / "adapter" / "adapter_model.safetensors"))
+
+
+def test_kill_and_resume_reaches_the_uninterrupted_adapter(examples_file, tiny_model, tmp_path):
+    cfg = tmp_path / "train.yaml"
+    cfg.write_text(
+        json.dumps(
+            {
+                "model": str(tiny_model),
+                "data": str(examples_file / "train.jsonl"),
+                "batch_size": 4,
+                "learning_rate": 2e-3,
+                "max_length": 256,
+                "report_to": [],
+                "max_steps": 24,
+                "save_steps": 4,
+                "logging_steps": 4,
+            }
+        )
+    )
+    cmd = [sys.executable, "-m", "shoptune", "train", str(cfg), "--no-progress", "--out"]
+    subprocess.run([*cmd, str(tmp_path / "whole")], check=True, capture_output=True)
+
+    proc = subprocess.Popen([*cmd, str(tmp_path / "killed")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = tmp_path / "killed" / "checkpoints" / "checkpoint-12"
+    deadline = time.monotonic() + 300
+    while not (checkpoint / "trainer_state.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (tmp_path / "killed" / "adapter").exists(), "killed before the end"
+    subprocess.run([*cmd, str(tmp_path / "killed")], check=True, capture_output=True)
+
+    whole, resumed = adapter_tensors(tmp_path / "whole"), adapter_tensors(tmp_path / "killed")
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        torch.testing.assert_close(resumed[key], whole[key], rtol=1e-4, atol=1e-5)
+    from peft import get_peft_model_state_dict
+
+    initial = get_peft_model_state_dict(load_model(TrainConfig(model=str(tiny_model), data=examples_file / "x"))[0])
+    assert initial.keys() == whole.keys()
+    assert not all(torch.equal(whole[k], initial[k]) for k in whole), "the adapter must have trained"
+
+
+def test_two_processes_match_one_with_the_same_effective_batch(examples_file, tiny_model, tmp_path):
+    common = {
+        "model": str(tiny_model),
+        "data": str(examples_file / "train.jsonl"),
+        "learning_rate": 2e-3,
+        "max_length": 256,
+        "report_to": [],
+        "max_steps": 6,
+        "save_steps": 100,
+        "lora": {"dropout": 0.0},
+    }
+    for name, batch in (("one", 8), ("two", 4)):
+        (tmp_path / f"{name}.yaml").write_text(json.dumps({**common, "batch_size": batch}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shoptune",
+            "train",
+            str(tmp_path / "one.yaml"),
+            "--out",
+            str(tmp_path / "one"),
+            "--no-progress",
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            "29517",
+            "-m",
+            "shoptune",
+            "train",
+            str(tmp_path / "two.yaml"),
+            "--out",
+            str(tmp_path / "two"),
+            "--no-progress",
+        ],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    one, two = adapter_tensors(tmp_path / "one"), adapter_tensors(tmp_path / "two")
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-3, atol=1e-4)
+
+
+def test_merge_gives_the_same_outputs(examples_file, tiny_model, tmp_path, run_cli):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    train(config(examples_file, tiny_model, max_steps=4), tmp_path / "run", progress=False)
+    code, _, err = run_cli("merge", tmp_path / "run" / "adapter", "--out", tmp_path / "merged", "--model", tiny_model)
+    assert code == 0, err
+    ids = torch.tensor([[5, 17, 42, 99, 3]])
+    with torch.no_grad():
+        peft = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model), tmp_path / "run" / "adapter")
+        merged = AutoModelForCausalLM.from_pretrained(tmp_path / "merged")
+        torch.testing.assert_close(merged(ids).logits, peft(ids).logits, rtol=1e-4, atol=1e-4)
+
+
+def test_config_errors(run_cli, tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("lora:\n  rnak: 8\ndata: x.jsonl\n")
+    code, _, err = run_cli("train", cfg, "--out", tmp_path / "o")
+    assert code == 2 and "setting 'lora.rnak': unknown setting" in err
+    cfg.write_text("data: x.jsonl\nmixture: y\n")
+    code, _, err = run_cli("train", cfg, "--out", tmp_path / "o")
+    assert code == 2 and "exactly one of mixture" in err
