@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,6 +46,30 @@ def engine_answers(backend: HFBackend, examples: list, config: EvalConfig) -> li
     return [answers[i] for i in range(len(examples))]
 
 
+def random_llama(hidden: int, layers: int) -> str:
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(default_model_path())
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 11 // 4,
+        num_hidden_layers=layers,
+        num_attention_heads=max(hidden // 64, 1),
+        num_key_value_heads=max(hidden // 128, 1),
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    folder = tempfile.mkdtemp(prefix="random-llama-")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
 def timed(fn, *args):
     start = time.perf_counter()
     result = fn(*args)
@@ -54,6 +79,7 @@ def timed(fn, *args):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=str(default_model_path()))
+    parser.add_argument("--random-llama", metavar="HIDDEN,LAYERS", help="benchmark a random Llama of this size")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "shopbench" / "development.json")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the engine's (8 on CPU)")
     args = parser.parse_args()
@@ -61,6 +87,8 @@ def main() -> None:
     examples = read_examples(args.data)
     prompts = [ex.input_field for ex in examples]
     is_mc = [ex.task_type is TaskType.MULTIPLE_CHOICE for ex in examples]
+    if args.random_llama:
+        args.model = random_llama(*map(int, args.random_llama.split(",")))
     backend = HFBackend(args.model)
     n = len(examples)
     print(f"model {args.model}, {n} questions ({sum(is_mc)} multiple choice), torch threads {torch.get_num_threads()}")

@@ -8,7 +8,7 @@ import pytest
 
 from shoptune.config import load_config
 from shoptune.data.build import build_mixture, from_row
-from shoptune.data.clean import Contamination, exact_duplicates, near_duplicates, words
+from shoptune.data.clean import Contamination, clean
 from shoptune.data.spec import MixtureSpec
 from shoptune.errors import ShoptuneError
 from shoptune.schema import parse_example, write_jsonl
@@ -90,9 +90,12 @@ def test_duplicate_detection():
     text = "Which of the following products is the cheapest among these five offers from online shops today?"
     rows = [text, text.upper(), text.replace("today", "now"), "An entirely different question about red shoes."]
     examples = [parse_example({**base, "input_field": t}) for t in rows]
-    prompt_words = [words(ex.input_field) for ex in examples]
-    assert exact_duplicates(prompt_words) == [False, True, False, False]
-    assert near_duplicates(prompt_words, threshold=0.7, num_perm=128, seed=0) == [False, True, True, False]
+    keep, removed = clean(examples, near=None, contamination=None, seed=0)
+    assert keep == [True, False, True, True] and removed == {"exact_duplicate": 1}
+    keep, removed = clean(examples, near=(0.7, 128), contamination=None, seed=0)
+    assert keep == [True, False, False, True] and removed == {"exact_duplicate": 1, "near_duplicate": 1}
+    keep, removed = clean(examples, near=None, contamination=Contamination(examples[3:], 13), seed=0)
+    assert keep == [True, False, True, False] and removed["contaminated"] == 1
 
 
 def test_spec_errors():

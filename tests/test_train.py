@@ -224,3 +224,37 @@ def test_config_errors(run_cli, tmp_path):
     cfg.write_text("data: x.jsonl\nmixture: y\n")
     code, _, err = run_cli("train", cfg, "--out", tmp_path / "o")
     assert code == 2 and "exactly one of mixture" in err
+
+
+def test_packed_examples_do_not_attend_to_each_other(tiny_model):
+    """The second example's logits in a packed row equal its logits when run alone."""
+    from transformers import AutoModelForCausalLM, DataCollatorWithFlattening
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
+    first, second = [5, 17, 42, 99, 3, 8], [11, 12, 13, 14]
+    batch = DataCollatorWithFlattening(return_position_ids=True)(
+        [{"input_ids": first, "labels": first}, {"input_ids": second, "labels": second}]
+    )
+    with torch.no_grad():
+        # As in training: no KV cache, so transformers reads the restarting position ids as packed sequences.
+        packed = model(input_ids=batch["input_ids"], position_ids=batch["position_ids"], use_cache=False).logits
+        alone = model(input_ids=torch.tensor([second]), use_cache=False).logits[0]
+    packed = packed[0, len(first) :]
+    torch.testing.assert_close(packed, alone, rtol=1e-4, atol=1e-5)
+
+
+def test_full_fine_tuning_trains_every_weight(examples_file, tiny_model, tmp_path):
+    summary = train(config(examples_file, tiny_model, method="full", max_steps=2), tmp_path, progress=False)
+    assert summary["parameters"]["trainable"] == summary["parameters"]["total"]
+    assert (tmp_path / "adapter" / "model.safetensors").is_file()
+
+
+def test_demo_config_trains_the_default_model_on_a_shipped_mixture(run_cli, tmp_path):
+    code, _, err = run_cli(
+        "train", ROOT / "configs" / "train" / "demo.yaml", "--out", tmp_path, "--max-steps", "2", "--no-progress"
+    )
+    assert code == 0, err
+    summary = json.loads((tmp_path / "train_summary.json").read_text())
+    assert summary["steps"] == 2 and summary["train_examples"] >= 4 * 1000
+    assert (tmp_path / "mixture" / "manifest.json").is_file()
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()

@@ -27,7 +27,9 @@ tasks_app = typer.Typer(no_args_is_help=True, help="The capability and subtask r
 data_app = typer.Typer(no_args_is_help=True, help="Build multi-task training mixtures.")
 app.add_typer(eval_app, name="eval")
 app.add_typer(tasks_app, name="tasks")
+study_app = typer.Typer(no_args_is_help=True, help="The diversity study: designs x LoRA ranks x seeds.")
 app.add_typer(data_app, name="data")
+app.add_typer(study_app, name="study")
 console = Console(stderr=True)
 
 
@@ -259,6 +261,31 @@ def merge_command(
 
     merge(model or str(default_model_path()), adapter, out)
     console.print(f"wrote merged model to {out}")
+
+
+@study_app.command("run")
+def study_run(
+    spec: Annotated[Path, typer.Argument(help="study spec YAML (see configs/studies/)")],
+    out: Annotated[Path, typer.Option(help="study folder: cells/, mixtures/, results.*, report.md, plots")],
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Run every cell (build, train, score), then write the table and the report; reruns redo only what changed."""
+    from shoptune.study.report import write_report
+    from shoptune.study.runner import run_study
+    from shoptune.study.spec import load_study
+
+    counts = run_study(load_study(spec), out, progress=progress)
+    console.print(", ".join(f"{k} {v}" for k, v in counts.items()))
+    report = write_report(out)
+    console.print(f"report: {report}")
+
+
+@study_app.command("report")
+def study_report(out: Annotated[Path, typer.Argument(help="a study folder")]) -> None:
+    """Rewrite the Markdown report and PNG plots from the study's results."""
+    from shoptune.study.report import write_report
+
+    console.print(f"report: {write_report(out)}")
 
 
 def _int(value: str, option: str) -> int:

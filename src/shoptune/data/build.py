@@ -20,7 +20,7 @@ from typing import Any
 
 from shoptune import default_model_path
 from shoptune.config import dump_config
-from shoptune.data.clean import Contamination, exact_duplicates, near_duplicates, words
+from shoptune.data.clean import Contamination, clean
 from shoptune.data.spec import MixtureSpec
 from shoptune.errors import ShoptuneError
 from shoptune.schema import Example, atomic_write_text, parse_example, read_examples
@@ -75,22 +75,11 @@ def build_examples(spec: MixtureSpec) -> tuple[dict[str, list[Example]], dict[st
     names = {task.name for task in spec.selected()}
     for path in spec.extra_examples:
         drawn.extend(ex for ex in read_examples(path) if ex.task_name in names)
-    removed = Counter()
-    prompt_words = [words(ex.input_field) for ex in drawn]  # tokenised once for all three checks
-    keep = [not dup for dup in exact_duplicates(prompt_words)]
-    removed["exact_duplicate"] = keep.count(False)
-    if spec.near_duplicates is not None:
-        candidates = [w for w, k in zip(prompt_words, keep, strict=True) if k]
-        near = iter(
-            near_duplicates(candidates, spec.near_duplicates.threshold, spec.near_duplicates.num_perm, spec.seed)
-        )
-        keep = [k and not next(near) for k in keep]
-        removed["near_duplicate"] = len(candidates) - sum(keep)
+    contamination = None
     if spec.decontaminate:
-        contaminated = Contamination((ex for path in spec.decontaminate for ex in read_examples(path)), spec.ngram)
-        before = sum(keep)
-        keep = [k and not contaminated(ex, w) for ex, w, k in zip(drawn, prompt_words, keep, strict=True)]
-        removed["contaminated"] = before - sum(keep)
+        contamination = Contamination((ex for path in spec.decontaminate for ex in read_examples(path)), spec.ngram)
+    near = (spec.near_duplicates.threshold, spec.near_duplicates.num_perm) if spec.near_duplicates else None
+    keep, removed = clean(drawn, near=near, contamination=contamination, seed=spec.seed)
     by_task: dict[str, list[Example]] = {}
     extras: dict[str, list[Example]] = {}
     for i, (ex, k) in enumerate(zip(drawn, keep, strict=True)):
@@ -109,7 +98,8 @@ def build_examples(spec: MixtureSpec) -> tuple[dict[str, list[Example]], dict[st
     for examples in extras.values():  # extra examples come on top of the per-subtask budget, all of them
         splits["train"].extend(examples)
     random.Random(f"{spec.seed}:order").shuffle(splits["train"])
-    return splits, dict(removed), corpus.sources
+    reasons = ("exact_duplicate", "near_duplicate", "contaminated")
+    return splits, {reason: removed.get(reason, 0) for reason in reasons}, corpus.sources
 
 
 def token_lengths(texts: list[str]) -> tuple[str, list[int]]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
+from collections import Counter
 from collections.abc import Iterable, Sequence
 
 from shoptune.schema import Example, TaskType
@@ -17,35 +19,53 @@ def words(text: str) -> list[str]:
     return WORD.findall(text.lower())
 
 
-def exact_duplicates(prompt_words: Sequence[list[str]]) -> list[bool]:
-    """True for every repeat of a prompt already seen (whitespace, punctuation and case folded)."""
-    seen: set[str] = set()
-    out = []
-    for w in prompt_words:
-        key = " ".join(w)
-        out.append(key in seen)
+def shingles(tokens: Sequence[str]) -> list[bytes]:
+    return [" ".join(tokens[i : i + 3]).encode() for i in range(max(1, len(tokens) - 2))]
+
+
+def clean(
+    examples: Iterable[Example],
+    *,
+    near: tuple[float, int] | None,
+    contamination: Contamination | None,
+    seed: int,
+) -> tuple[list[bool], Counter]:
+    """Which examples to keep, in one streaming pass: exact duplicates of an earlier prompt (words folded
+    to lower case), then near duplicates (word-3-gram MinHash within `near[0]` estimated Jaccard of an
+    earlier kept prompt, `near[1]` permutations), then evaluation-set overlaps are dropped. Only hashes
+    are kept between examples, so memory grows with the kept examples' LSH keys, not their text."""
+    lsh = None
+    if near is not None:
+        import xxhash
+        from datasketch import MinHash, MinHashLSH
+
+        lsh = MinHashLSH(threshold=near[0], num_perm=near[1])
+    seen: set[bytes] = set()
+    removed: Counter = Counter()
+    keep = []
+    for i, ex in enumerate(examples):
+        tokens = words(ex.input_field)
+        key = hashlib.blake2b(" ".join(tokens).encode(), digest_size=8).digest()
+        if key in seen:
+            removed["exact_duplicate"] += 1
+            keep.append(False)
+            continue
         seen.add(key)
-    return out
-
-
-def near_duplicates(prompt_words: Sequence[list[str]], threshold: float, num_perm: int, seed: int) -> list[bool]:
-    """True for every prompt whose word-3-gram MinHash is within `threshold` of an earlier kept one."""
-    import xxhash
-    from datasketch import MinHash, MinHashLSH
-
-    encoded = []
-    for w in prompt_words:
-        encoded.append([" ".join(w[i : i + 3]).encode() for i in range(max(1, len(w) - 2))])
-    # xxhash instead of datasketch's default sha1: the same estimate, several times faster per shingle.
-    hashes = MinHash.bulk(encoded, num_perm=num_perm, seed=seed, hashfunc=xxhash.xxh32_intdigest)
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-    out = []
-    for i, mh in enumerate(hashes):
-        dup = bool(lsh.query(mh))
-        if not dup:
-            lsh.insert(str(i), mh)
-        out.append(dup)
-    return out
+        if lsh is not None:
+            # xxhash instead of datasketch's default sha1: the same estimate, several times faster.
+            minhash = MinHash(num_perm=near[1], seed=seed, hashfunc=xxhash.xxh32_intdigest)
+            minhash.update_batch(shingles(tokens))
+            if lsh.query(minhash):
+                removed["near_duplicate"] += 1
+                keep.append(False)
+                continue
+            lsh.insert(str(i), minhash, check_duplication=False)
+        if contamination is not None and contamination(ex, tokens):
+            removed["contaminated"] += 1
+            keep.append(False)
+            continue
+        keep.append(True)
+    return keep, removed
 
 
 def ngrams(tokens: Sequence[str], n: int) -> Iterable[tuple[str, ...]]:

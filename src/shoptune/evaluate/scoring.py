@@ -205,3 +205,18 @@ def render_markdown(result: Mapping[str, Any], title: str = "ShopBench scores") 
         track = TRACK_SHORT_NAMES.get(t["track"], t["track"])
         lines.append(f"| {name} | {track} | {t['task_type']} | {t['metric']} | {t['n']} | {t['score']:.4f} |")
     return "\n".join(lines) + "\n"
+
+
+def paired_overall_samples(
+    systems: Sequence[Sequence[QuestionScore]], *, n_bootstrap: int = 1000, seed: int = 0
+) -> np.ndarray:
+    """Bootstrap samples of the overall score of several systems answering the same questions, drawn
+    with the same resampled questions for every system, so their differences are paired."""
+    grouped = [_group_tasks(scores) for scores in systems]
+    rng = np.random.default_rng(seed)
+    out = []
+    draws = {name: rng.integers(0, len(t.values), size=(n_bootstrap, len(t.values))) for name, t in grouped[0].items()}
+    for tasks in grouped:
+        per_task = {name: t.score(draws[name]) for name, t in tasks.items()}
+        out.append(np.mean(list(_tracks(per_task, tasks).values()), axis=0))
+    return np.array(out)

@@ -11,9 +11,9 @@ from __future__ import annotations
 import random
 
 from shoptune.schema import Example, Metric, TaskType
-from shoptune.tasks.concepts import offers_with
+from shoptune.tasks.concepts import category_question, offers_with
 from shoptune.tasks.records import Offer, OfferPair, RawCorpus
-from shoptune.tasks.registry import Capability, Subtask, distinct_sample, multiple_choice, numbered, subtask
+from shoptune.tasks.registry import Capability, Subtask, distinct_sample, numbered, subtask
 
 B = Capability.BEHAVIOR
 
@@ -27,6 +27,17 @@ def matches(corpus: RawCorpus) -> list[OfferPair]:
     return corpus.derived("matching_pairs", lambda c: [p for p in c.pairs if p.same and p.left.title != p.right.title])
 
 
+RANKING_TEMPLATES = [
+    "Instructions: You are given a search query and five products. Rank the products by their relevance to "
+    "the query, most relevant first. You should output a permutation of 1 to 5, separated with comma.\n"
+    "Query: {query}\nProducts:\n{candidates}\nOutput:",
+    "A customer searched for '{query}'. Order these results from most to least relevant (a permutation of 1 "
+    "to 5, comma-separated).\n{candidates}\nOutput:",
+    "Instructions: Rerank the search results for the query '{query}'. Output the product numbers 1-5 in "
+    "order of relevance, separated by commas.\n{candidates}\nOutput:",
+]
+
+
 @subtask(
     "query_offer_ranking",
     B,
@@ -34,15 +45,7 @@ def matches(corpus: RawCorpus) -> list[OfferPair]:
     Metric.NDCG,
     "product-matching (derived queries)",
     "rank five offers by relevance to a shopper's query",
-    [
-        "Instructions: You are given a search query and five products. Rank the products by their relevance to "
-        "the query, most relevant first. You should output a permutation of 1 to 5, separated with comma.\n"
-        "Query: {query}\nProducts:\n{candidates}\nOutput:",
-        "A customer searched for '{query}'. Order these results from most to least relevant (a permutation of 1 "
-        "to 5, comma-separated).\n{candidates}\nOutput:",
-        "Instructions: Rerank the search results for the query '{query}'. Output the product numbers 1-5 in "
-        "order of relevance, separated by commas.\n{candidates}\nOutput:",
-    ],
+    RANKING_TEMPLATES,
 )
 def query_offer_ranking(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
     pairs = matches(corpus)
@@ -114,16 +117,7 @@ def matching_offer_retrieval(task: Subtask, corpus: RawCorpus, rng: random.Rando
     ],
 )
 def query_category_intent(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
-    offers = offers_with(corpus, "category")
-    if not offers:
-        return None
-    offer = rng.choice(offers)
-    pool = corpus.derived("offer_categories", lambda c: sorted({o.category for o in offers_with(c, "category")}))
-    wrong = distinct_sample(rng, pool, 3, exclude=offer.category)
-    if wrong is None:
-        return None
-    prompt, answer = multiple_choice(rng, task.template(rng, query=query_from(offer, rng)), offer.category, wrong)
-    return task.example(prompt, answer)
+    return category_question(task, corpus, rng, lambda offer: {"query": query_from(offer, rng)})
 
 
 ESCI_GAIN = {"E": 1.0, "S": 0.1, "C": 0.01, "I": 0.0}
@@ -136,15 +130,7 @@ ESCI_GAIN = {"E": 1.0, "S": 0.1, "C": 0.01, "I": 0.0}
     Metric.NDCG,
     "amazon-esci",
     "rank five products for a real search query by their ESCI relevance",
-    [
-        "Instructions: You are given a search query and five products. Rank the products by their relevance to "
-        "the query, most relevant first. You should output a permutation of 1 to 5, separated with comma.\n"
-        "Query: {query}\nProducts:\n{candidates}\nOutput:",
-        "A customer searched for '{query}'. Order these results from most to least relevant (a permutation of 1 "
-        "to 5, comma-separated).\n{candidates}\nOutput:",
-        "Instructions: Rerank the search results for the query '{query}'. Output the product numbers 1-5 in "
-        "order of relevance, separated by commas.\n{candidates}\nOutput:",
-    ],
+    RANKING_TEMPLATES,
 )
 def esci_query_ranking(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
     def by_query(c: RawCorpus) -> list[list]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import re
 from collections import defaultdict
+from collections.abc import Callable
 
 from shoptune.schema import Example, Metric, TaskType
 from shoptune.tasks.records import Category, Offer, RawCorpus
@@ -100,6 +101,13 @@ def category_parent(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Exa
     ],
 )
 def offer_category(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
+    return category_question(task, corpus, rng, lambda offer: {"title": offer.title})
+
+
+def category_question(
+    task: Subtask, corpus: RawCorpus, rng: random.Random, fields: Callable[[Offer], dict[str, str]]
+) -> Example | None:
+    """Which shop category an offer (or a query made from it) belongs to, against three other categories."""
     offers = offers_with(corpus, "category")
     if not offers:
         return None
@@ -108,7 +116,7 @@ def offer_category(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Exam
     wrong = distinct_sample(rng, pool, 3, exclude=offer.category)
     if wrong is None:
         return None
-    prompt, answer = multiple_choice(rng, task.template(rng, title=offer.title), offer.category, wrong)
+    prompt, answer = multiple_choice(rng, task.template(rng, **fields(offer)), offer.category, wrong)
     return task.example(prompt, answer)
 
 

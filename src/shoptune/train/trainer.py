@@ -111,6 +111,9 @@ def load_model(config: TrainConfig) -> tuple[Any, Any]:
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
     model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    # Without a KV cache, transformers builds block-diagonal masks from restarting position ids: packed
+    # examples then never attend to each other (sdpa, eager and flash attention alike).
+    model.config.use_cache = False
     if config.method == "full":
         return model, tokenizer
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
@@ -139,7 +142,13 @@ def use_bf16(config: TrainConfig) -> bool:
 
 def train(config: TrainConfig, out: Path, *, resume: bool = True, progress: bool = True) -> dict[str, Any]:
     import datasets
-    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, Trainer, TrainingArguments
+    from transformers import (
+        DataCollatorForSeq2Seq,
+        DataCollatorWithFlattening,
+        PrinterCallback,
+        Trainer,
+        TrainingArguments,
+    )
 
     if out.exists() and not out.is_dir():
         raise ShoptuneError(f"--out {out}: exists and is not a directory")
@@ -169,7 +178,8 @@ def train(config: TrainConfig, out: Path, *, resume: bool = True, progress: bool
         weight_decay=config.weight_decay,
         num_train_epochs=config.epochs,
         max_steps=config.max_steps,
-        gradient_checkpointing=config.gradient_checkpointing,
+        # Passed only when wanted: transformers 5 renames the option and warns on every explicit use.
+        **({"gradient_checkpointing": True} if config.gradient_checkpointing else {}),
         bf16=use_bf16(config),
         seed=config.seed,
         data_seed=config.seed,
@@ -195,10 +205,13 @@ def train(config: TrainConfig, out: Path, *, resume: bool = True, progress: bool
         data_collator=collator,
         processing_class=tokenizer,
     )
+    if not progress:
+        trainer.remove_callback(PrinterCallback)  # quiet means quiet: no per-step dicts on stdout
     initial_eval = trainer.evaluate()["eval_loss"] if eval_set is not None and not _has_checkpoint(out) else None
     result = trainer.train(resume_from_checkpoint=resume and _has_checkpoint(out))
     final_eval = trainer.evaluate()["eval_loss"] if eval_set is not None else None
     if trainer.is_world_process_zero():
+        model.config.use_cache = True  # saved models generate with a KV cache again
         trainer.save_model(str(out / ADAPTER))
         tokenizer.save_pretrained(str(out / ADAPTER))
         summary = {

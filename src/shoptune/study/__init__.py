@@ -1,0 +1,1 @@
+"""The diversity study: a grid of mixtures x LoRA ranks x seeds, trained, scored and reported."""

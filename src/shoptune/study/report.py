@@ -1,0 +1,250 @@
+"""`shoptune study report DIR`: the Markdown report and its PNG plots, every number read from the table.
+
+Plots: score against number of capabilities and against number of subtasks (overall and per
+track), a rank x diversity heatmap with the synergy estimate, per-track bars against the base model.
+Paired bootstrap intervals (same resampled questions for both designs) qualify each step from one
+design to the next; the text says only what those intervals and the table support.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from shoptune.evaluate.predictions import read_predictions
+from shoptune.evaluate.scoring import TRACK_SHORT_NAMES, paired_overall_samples, score_questions, track_order
+from shoptune.schema import atomic_write_text, read_examples
+from shoptune.study.results import load_table
+
+AXES = {"capability": ("n_capabilities", "number of capabilities"), "task": ("n_subtasks", "number of subtasks")}
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def progression(table: pd.DataFrame, group: str, eval_set: str) -> pd.DataFrame:
+    """Overall and track scores of a group's designs (plus the base model at 0), one row per design x rank."""
+    column = AXES[group][0]
+    rows = table[
+        (table.eval_set == eval_set)
+        & (table.level != "task")
+        & (table.groups.str.contains(group) | (table.design == "base"))
+    ]
+    out = rows.pivot_table(index=["design", column, "rank"], columns="name", values="score", aggfunc="mean")
+    return out.reset_index().sort_values([column, "rank"])
+
+
+def plot_progression(table: pd.DataFrame, group: str, eval_set: str, path: Path) -> pd.DataFrame:
+    plt = _plt()
+    data = progression(table, group, eval_set)
+    column, label = AXES[group]
+    tracks = sorted((c for c in data.columns if c in set(table.name[table.level == "track"])), key=track_order)
+    panels = ["overall", *tracks]
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.2), sharey=True, squeeze=False)
+    base = data[data.design == "base"]
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for rank, rows in data[data.design != "base"].groupby("rank"):
+            ax.plot(rows[column], rows[panel], marker="o", label=f"LoRA r={rank}")
+        if not base.empty:
+            ax.axhline(base[panel].mean(), color="grey", linestyle="--", label="base model")
+        ax.set_title(TRACK_SHORT_NAMES.get(panel, panel))
+        ax.set_xlabel(label)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel(f"score ({eval_set})")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return data
+
+
+def heatmap(table: pd.DataFrame, eval_set: str, path: Path) -> tuple[pd.DataFrame, float | None]:
+    """Overall score by design (rows, by diversity) and rank (columns); synergy = slope at the largest rank
+    minus slope at the smallest, slopes of overall score per added subtask (least squares)."""
+    plt = _plt()
+    rows = table[(table.eval_set == eval_set) & (table.level == "overall") & (table.design != "base")]
+    grid = rows.pivot_table(index=["n_subtasks", "design"], columns="rank", values="score", aggfunc="mean")
+    synergy = None
+    if grid.shape[1] >= 2 and grid.shape[0] >= 2:
+        x = grid.index.get_level_values("n_subtasks").to_numpy(dtype=float)
+        slopes = {rank: float(np.polyfit(x, grid[rank].to_numpy(), 1)[0]) for rank in grid.columns}
+        synergy = slopes[max(slopes)] - slopes[min(slopes)]
+    fig, ax = plt.subplots(figsize=(3.0 + 1.1 * grid.shape[1], 1.4 + 0.45 * grid.shape[0]))
+    image = ax.imshow(grid.to_numpy(), cmap="viridis", aspect="auto")
+    ax.set_xticks(range(grid.shape[1]), [f"r={r}" for r in grid.columns])
+    ax.set_yticks(range(grid.shape[0]), [f"{d} ({n})" for n, d in grid.index])
+    for (i, j), value in np.ndenumerate(grid.to_numpy()):
+        ax.text(j, i, f"{value:.3f}", ha="center", va="center", color="white", fontsize=8)
+    ax.set_xlabel("LoRA rank")
+    ax.set_ylabel("design (number of subtasks)")
+    fig.colorbar(image, ax=ax, label=f"overall ({eval_set})")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return grid, synergy
+
+
+def track_bars(table: pd.DataFrame, eval_set: str, path: Path) -> pd.DataFrame:
+    """Per-track scores of the base model and of the most diverse design at each rank."""
+    plt = _plt()
+    rows = table[(table.eval_set == eval_set) & (table.level == "track")]
+    trained = rows[rows.design != "base"]
+    if trained.empty:
+        return pd.DataFrame()
+    widest = trained[trained.n_subtasks == trained.n_subtasks.max()]
+    labels = {"base": rows[rows.design == "base"]}
+    for rank, part in widest.groupby("rank"):
+        labels[f"{part.design.iloc[0]} r={rank}"] = part
+    tracks = sorted(rows.name.unique(), key=track_order)
+    bars = pd.DataFrame({label: part.groupby("name").score.mean() for label, part in labels.items()}).reindex(tracks)
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    width = 0.8 / max(len(bars.columns), 1)
+    for i, label in enumerate(bars.columns):
+        ax.bar(np.arange(len(tracks)) + i * width, bars[label].fillna(0), width, label=label)
+    ax.set_xticks(
+        np.arange(len(tracks)) + width * (len(bars.columns) - 1) / 2, [TRACK_SHORT_NAMES.get(t, t) for t in tracks]
+    )
+    ax.set_ylabel(f"score ({eval_set})")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return bars
+
+
+def paired_steps(out: Path, table: pd.DataFrame, eval_set: str, data_path: Path) -> list[dict[str, Any]]:
+    """For each group, rank and seed: the difference between consecutive designs, with a paired 95% CI."""
+    examples = read_examples(data_path)
+    overall = table[(table.eval_set == eval_set) & (table.level == "overall") & (table.design != "base")]
+
+    def question_scores(cell: str) -> list:
+        answers = read_predictions(out / "cells" / cell / "eval" / eval_set / "predictions.jsonl", len(examples))
+        return score_questions(examples, [answers.get(i, "") for i in range(len(examples))])
+
+    steps = []
+    for group, (column, _) in AXES.items():
+        part = overall[overall.groups.str.contains(group)]
+        for (rank, seed), rows in part.groupby(["rank", "seed"]):
+            rows = rows.sort_values(column)
+            cells = list(zip(rows.design, rows.cell, rows.score, strict=True))
+            for (d1, c1, s1), (d2, c2, s2) in itertools.pairwise(cells):
+                samples = paired_overall_samples([question_scores(c2), question_scores(c1)], seed=0)
+                low, high = np.percentile(samples[0] - samples[1], [2.5, 97.5])
+                steps.append(
+                    {
+                        "group": group,
+                        "rank": int(rank),
+                        "seed": int(seed),
+                        "from": d1,
+                        "to": d2,
+                        "difference": s2 - s1,
+                        "ci_low": float(low),
+                        "ci_high": float(high),
+                    }
+                )
+    return steps
+
+
+def _verdict(steps: list[dict[str, Any]], group: str) -> str:
+    mine = [s for s in steps if s["group"] == group]
+    if not mine:
+        return f"No {group}-level steps were run."
+    up = sum(s["difference"] > 0 for s in mine)
+    sure_up = sum(s["ci_low"] > 0 for s in mine)
+    sure_down = sum(s["ci_high"] < 0 for s in mine)
+    return (
+        f"Of {len(mine)} {group}-level steps (each adding diversity), {up} raised the overall score and "
+        f"{len(mine) - up} did not; {sure_up} rise(s) and {sure_down} fall(s) have a 95% interval excluding 0. "
+        + (
+            "The data support a rise with diversity."
+            if sure_up > 0 and sure_down == 0 and up == len(mine)
+            else "This miniature does not show a reliable rise with diversity."
+        )
+    )
+
+
+def write_report(out: Path) -> Path:
+    import yaml
+
+    table = load_table(out)
+    if table.empty:
+        from shoptune.errors import ShoptuneError
+
+        raise ShoptuneError(f"{out}: no finished cells to report on (run `shoptune study run` first)")
+    study = yaml.safe_load((out / "study.yaml").read_text(encoding="utf-8"))
+    data_path = Path(study["eval"]["sets"][0])
+    eval_set = data_path.stem
+    lines = [
+        f"# Study report: {study['name']}",
+        "",
+        f"{table.cell.nunique()} cells; scores on `{eval_set}` (ShopBench scoring) unless stated. "
+        "Every number below is read from results.parquet / results.csv.",
+        "",
+    ]
+    failed = sorted(p.parent.name for p in (out / "cells").glob("*/error.json"))
+    if failed:
+        lines += [f"Failed cells (see their error.json): {', '.join(failed)}", ""]
+    base = table[(table.design == "base") & (table.level == "overall") & (table.eval_set == eval_set)]
+    if not base.empty:
+        lines += [f"Base model overall: {base.score.mean():.4f}", ""]
+    for group in AXES:
+        if not table.groups.str.contains(group).any():
+            continue
+        data = plot_progression(table, group, eval_set, out / f"{group}_progression.png")
+        column = AXES[group][0]
+        lines += [
+            f"## Score against {AXES[group][1]}",
+            "",
+            f"![{group}]({group}_progression.png)",
+            "",
+            "| design | " + column + " | rank | overall |",
+            "| --- | ---: | ---: | ---: |",
+        ]
+        lines += [f"| {r.design} | {getattr(r, column)} | {r.rank} | {r.overall:.4f} |" for r in data.itertuples()]
+        lines.append("")
+    _grid, synergy = heatmap(table, eval_set, out / "rank_diversity_heatmap.png")
+    lines += ["## Rank x diversity", "", "![heatmap](rank_diversity_heatmap.png)", ""]
+    if synergy is not None:
+        lines += [
+            f"Synergy estimate (slope of overall score per added subtask at the largest rank minus at the "
+            f"smallest): {synergy:+.5f}. Positive means a larger rank gains more from diversity.",
+            "",
+        ]
+    bars = track_bars(table, eval_set, out / "track_bars.png")
+    if not bars.empty:
+        lines += [
+            "## Tracks: base model against the most diverse design",
+            "",
+            "![tracks](track_bars.png)",
+            "",
+            bars.rename(index=TRACK_SHORT_NAMES).round(4).to_markdown(),
+            "",
+        ]
+    steps = paired_steps(out, table, eval_set, data_path)
+    lines += [
+        "## Does adding diversity help? Paired bootstrap, 95%",
+        "",
+        "| group | rank | seed | from | to | difference | 95% CI |",
+        "| --- | ---: | ---: | --- | --- | ---: | --- |",
+    ]
+    lines += [
+        f"| {s['group']} | {s['rank']} | {s['seed']} | {s['from']} | {s['to']} | {s['difference']:+.4f} | "
+        f"[{s['ci_low']:+.4f}, {s['ci_high']:+.4f}] |"
+        for s in steps
+    ]
+    lines += ["", _verdict(steps, "capability"), "", _verdict(steps, "task"), ""]
+    atomic_write_text(out / "steps.json", json.dumps(steps, indent=2) + "\n")
+    report = out / "report.md"
+    atomic_write_text(report, "\n".join(lines))
+    return report

@@ -1,0 +1,82 @@
+"""The study's one tidy table: a row per cell x evaluation set x (task, track or overall score)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+COLUMNS = [
+    "cell",
+    "model",
+    "design",
+    "groups",
+    "position",
+    "n_capabilities",
+    "n_subtasks",
+    "rank",
+    "seed",
+    "eval_set",
+    "level",
+    "name",
+    "track",
+    "task_type",
+    "metric",
+    "n",
+    "score",
+]
+
+
+def rows_of(result: dict[str, Any]) -> list[dict[str, Any]]:
+    cell = result["cell"]
+    base = {
+        "cell": cell["key"],
+        "model": cell["model"],
+        "design": cell["design"],
+        "groups": ",".join(cell["groups"]),
+        "position": cell["position"],
+        "n_capabilities": cell["n_capabilities"],
+        "n_subtasks": cell["n_subtasks"],
+        "rank": cell["rank"] or 0,
+        "seed": cell["seed"],
+    }
+    rows = []
+    for eval_set, scores in result["scores"].items():
+        common = {**base, "eval_set": eval_set}
+        rows.append({**common, "level": "overall", "name": "overall", "score": scores["overall"]})
+        for track, score in scores["tracks"].items():
+            rows.append({**common, "level": "track", "name": track, "track": track, "score": score})
+        for task, info in scores["tasks"].items():
+            rows.append(
+                {
+                    **common,
+                    "level": "task",
+                    "name": task,
+                    "track": info["track"],
+                    "task_type": info["task_type"],
+                    "metric": info["metric"],
+                    "n": info["n"],
+                    "score": info["score"],
+                }
+            )
+    return rows
+
+
+def load_table(out: Path) -> pd.DataFrame:
+    rows = []
+    for path in sorted((out / "cells").glob("*/result.json")):
+        rows.extend(rows_of(json.loads(path.read_text(encoding="utf-8"))))
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def write_table(out: Path) -> pd.DataFrame:
+    """results.parquet and results.csv, each written under a temporary name and renamed."""
+    table = load_table(out)
+    for name, write in (("results.parquet", table.to_parquet), ("results.csv", table.to_csv)):
+        tmp = out / f".{name}.tmp"
+        write(tmp, index=False)
+        os.replace(tmp, out / name)
+    return table

@@ -1,0 +1,121 @@
+"""`shoptune study run SPEC --out DIR`: every cell builds its mixture, trains and is scored.
+
+Cells live in DIR/cells/<hash>/; one whose result.json exists is done and is never redone, one that
+fails records error.json and the study goes on, and an interrupted cell resumes from its training
+checkpoint and its answer journal. Mixtures are built once per distinct spec under DIR/mixtures/.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from shoptune.config import dump_config
+from shoptune.data.build import build_mixture, from_row
+from shoptune.data.spec import MixtureSpec
+from shoptune.evaluate.runner import EvalConfig, run_eval
+from shoptune.schema import atomic_write_text, write_jsonl
+from shoptune.study.spec import Cell, StudySpec, expand
+from shoptune.train.config import TrainConfig
+from shoptune.train.trainer import train
+
+HELD_OUT = "held-out"
+
+
+def mixture_for(cell: Cell, out: Path) -> Path:
+    """Build (once) the cell's mixture and its held-out split as JSON Lines."""
+    assert cell.mixture is not None
+    digest = hashlib.sha256(json.dumps(cell.mixture, sort_keys=True).encode()).hexdigest()[:16]
+    folder = out / "mixtures" / f"{cell.design}-{digest}"
+    if not (folder / "validation.jsonl").is_file():
+        build_mixture(MixtureSpec.model_validate(cell.mixture), folder)
+        import datasets
+
+        validation = datasets.load_from_disk(str(folder))["validation"]
+        write_jsonl(folder / "validation.jsonl", (from_row(row).to_json() for row in validation))
+    return folder
+
+
+def run_cell(cell: Cell, study: StudySpec, out: Path, progress: bool) -> dict[str, Any]:
+    folder = out / "cells" / cell.key
+    eval_sets = {Path(p).stem: Path(p) for p in study.eval.sets}
+    adapter = None
+    if cell.mixture is not None:
+        mixture = mixture_for(cell, out)
+        settings = {
+            **study.train,
+            "model": cell.model,
+            "mixture": str(mixture),
+            "seed": cell.seed,
+            "lora": {**study.train.get("lora", {}), "rank": cell.rank},
+        }
+        config = TrainConfig.model_validate(settings)
+        summary = train(config, folder / "train", progress=progress)
+        adapter = str(folder / "train" / "adapter")
+        if study.eval.held_out:
+            eval_sets[HELD_OUT] = mixture / "validation.jsonl"
+    else:
+        summary = {}
+    scores = {}
+    for name, path in eval_sets.items():
+        config = EvalConfig(model=cell.model, adapter=adapter, batch_size=study.eval.batch_size, limit=study.eval.limit)
+        scores[name] = run_eval(path, folder / "eval" / name, config, progress=progress).scores
+    cell_info = dict(cell.__dict__)
+    if cell.mixture is not None:
+        # What the data actually supported: subtasks whose source is absent contribute no examples.
+        manifest = json.loads((mixture / "manifest.json").read_text(encoding="utf-8"))
+        cell_info["n_subtasks"] = len(manifest["by_subtask"])
+        cell_info["n_capabilities"] = len(manifest["by_capability"])
+    return {
+        "cell": cell_info,
+        "scores": scores,
+        "train": {
+            k: summary.get(k)
+            for k in ("parameters", "steps", "train_loss", "initial_eval_loss", "final_eval_loss", "tokens_seen")
+        },
+    }
+
+
+def run_study(study: StudySpec, out: Path, progress: bool = True) -> dict[str, int]:
+    cells = expand(study)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "study.yaml", dump_config(study))
+    done = [c for c in cells if (out / "cells" / c.key / "result.json").is_file()]
+    todo = [c for c in cells if c not in done]
+    counts = {"cells": len(cells), "reused": len(done), "ran": 0, "failed": 0}
+    bar = tqdm(
+        total=len(cells), initial=len(done), desc="study cells", unit="cell", file=sys.stderr, disable=not progress
+    )
+    for cell in todo:
+        folder = out / "cells" / cell.key
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(folder / "cell.json", json.dumps(cell.__dict__, indent=2, default=str) + "\n")
+        bar.set_postfix_str(cell.describe())
+        start = time.monotonic()
+        try:
+            result = run_cell(cell, study, out, progress=False)
+        except Exception as exc:
+            atomic_write_text(
+                folder / "error.json",
+                json.dumps({"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}, indent=2)
+                + "\n",
+            )
+            counts["failed"] += 1
+        else:
+            result["seconds"] = round(time.monotonic() - start, 1)
+            (folder / "error.json").unlink(missing_ok=True)
+            atomic_write_text(folder / "result.json", json.dumps(result, indent=2, default=str) + "\n")
+            counts["ran"] += 1
+        bar.update(1)
+    bar.close()
+    from shoptune.study.results import write_table
+
+    write_table(out)
+    return counts

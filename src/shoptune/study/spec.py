@@ -1,0 +1,129 @@
+"""The study spec and its grid: which designs, ranks, seeds and models, expanded into cells.
+
+A cell is identified by the content of everything that decides its result (model, the mixture spec
+as resolved, training and evaluation settings, rank, seed), so a rerun finds finished cells by
+their hash and redoes only what changed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field
+
+from shoptune import __version__, default_model_path
+from shoptune.config import StrictConfig, load_config
+from shoptune.data.spec import MixtureSpec
+
+GROUPS = ("capability", "task")  # the paper's two ablation axes
+
+
+class EvalSettings(StrictConfig):
+    sets: list[Path] = Field(default_factory=lambda: [Path("data/shopbench/development.json")])
+    held_out: bool = True  # also score each cell on its mixture's validation split
+    batch_size: int | None = None
+    limit: int | None = None
+
+
+class StudySpec(StrictConfig):
+    name: str
+    models: list[str] = Field(default_factory=lambda: ["default"])  # "default" is the embedded model
+    designs: dict[str, list[Path]]  # group ("capability" or "task") -> mixture specs, least to most diverse
+    ranks: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [16], min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    mixture: dict[str, Any] = Field(default_factory=dict)  # overrides for every mixture (sizes, say)
+    train: dict[str, Any] = Field(default_factory=dict)  # TrainConfig settings for every cell
+    eval: EvalSettings = Field(default_factory=EvalSettings)
+    include_base: bool = True  # score each base model untrained, as the reference
+
+    def model_path(self, model: str) -> str:
+        return str(default_model_path()) if model == "default" else model
+
+
+@dataclass(frozen=True)
+class Cell:
+    key: str
+    model: str
+    design: str  # mixture name, or "base"
+    groups: tuple[str, ...]
+    position: int  # step along its group's progression, 1-based (0 for the base model)
+    mixture: dict[str, Any] | None
+    rank: int | None
+    seed: int
+    n_capabilities: int  # as selected by the spec; the result records what the data supported
+    n_subtasks: int
+
+    def describe(self) -> str:
+        what = "base model" if self.mixture is None else f"{self.design} r{self.rank} s{self.seed}"
+        return f"{Path(self.model).name}: {what}"
+
+
+def _key(payload: dict[str, Any]) -> str:
+    text = json.dumps({**payload, "shoptune": __version__}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def load_study(path: Path) -> StudySpec:
+    study = load_config(StudySpec, path)
+    unknown = sorted(set(study.designs) - set(GROUPS))
+    if unknown:
+        from shoptune.errors import ShoptuneError
+
+        raise ShoptuneError(f"{path}: unknown design group(s) {unknown}; expected {list(GROUPS)}")
+    base = path.parent
+
+    def resolve(p: Path) -> Path:
+        return p if p.is_absolute() or p.exists() else base / p
+
+    designs = {group: [resolve(p) for p in specs] for group, specs in study.designs.items()}
+    sets = [resolve(p) for p in study.eval.sets]
+    return study.model_copy(update={"designs": designs, "eval": study.eval.model_copy(update={"sets": sets})})
+
+
+def expand(study: StudySpec) -> list[Cell]:
+    """Every (model, design, rank, seed), with a design shared by two groups counted once."""
+    cells: dict[str, Cell] = {}
+    eval_part = study.eval.model_dump(mode="json")
+    for model in study.models:
+        path = study.model_path(model)
+        if study.include_base:
+            key = _key({"model": path, "eval": eval_part, "base": True})
+            cells[key] = Cell(key, path, "base", (), 0, None, None, 0, 0, 0)
+        for group, specs in study.designs.items():
+            for position, spec_path in enumerate(specs, start=1):
+                spec = load_config(MixtureSpec, spec_path, study.mixture).resolve_paths(spec_path.parent)
+                mixture = spec.model_dump(mode="json")
+                subtasks = spec.selected()
+                for rank in study.ranks:
+                    for seed in study.seeds:
+                        key = _key(
+                            {
+                                "model": path,
+                                "mixture": mixture,
+                                "train": study.train,
+                                "eval": eval_part,
+                                "rank": rank,
+                                "seed": seed,
+                            }
+                        )
+                        if key in cells:
+                            old = cells[key]
+                            cells[key] = Cell(**{**old.__dict__, "groups": (*old.groups, group)})
+                            continue
+                        cells[key] = Cell(
+                            key,
+                            path,
+                            spec.name,
+                            (group,),
+                            position,
+                            mixture,
+                            rank,
+                            seed,
+                            len({t.capability for t in subtasks}),
+                            len(subtasks),
+                        )
+    return list(cells.values())

@@ -1,0 +1,124 @@
+"""`shoptune study`: grid expansion, resumable execution, failure isolation, the table and the report."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from shoptune.study.spec import expand, load_study
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_grid_shares_the_design_both_axes_end_in():
+    cells = expand(load_study(ROOT / "configs" / "studies" / "demo.yaml"))
+    assert len(cells) == 1 + 4 * 2 + 3 * 2  # base; capability designs x ranks; task designs (all shared) x ranks
+    shared = [c for c in cells if c.design == "all"]
+    assert len(shared) == 2 and all(c.groups == ("capability", "task") for c in shared)
+    assert {c.n_capabilities for c in cells if "capability" in c.groups} == {1, 2, 3, 4}
+    assert len({c.key for c in cells}) == len(cells)
+
+
+def write_spec(tmp_path: Path, model: Path, designs: dict) -> Path:
+    mixtures = {}
+    for name, body in {
+        "one": "capabilities: [shopping_concept_understanding]\nsubtasks: [category_parent]",
+        "two": "subtasks: [category_parent, same_product, query_offer_ranking]",
+        "empty": "subtasks: [esci_query_ranking]",
+    }.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(f"name: {name}\nraw_dir: {ROOT / 'data' / 'raw'}\n{body}\n")
+        mixtures[name] = str(path)
+    spec = {
+        "name": "t",
+        "models": [str(model)],
+        "ranks": [4],
+        "seeds": [0],
+        "designs": {group: [mixtures[d] for d in names] for group, names in designs.items()},
+        "mixture": {"examples_per_subtask": 24, "validation_per_subtask": 4},
+        "train": {
+            "max_steps": 3,
+            "batch_size": 4,
+            "save_steps": 1,
+            "report_to": [],
+            "max_eval_examples": 4,
+            "max_length": 256,
+        },
+        "eval": {"sets": [str(ROOT / "data" / "shopbench" / "development.json")], "limit": 12},
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def test_killed_study_resumes_without_redoing_finished_cells(tiny_model, tmp_path):
+    spec = write_spec(tmp_path, tiny_model, {"capability": ["one", "two"]})
+    cmd = [sys.executable, "-m", "shoptune", "study", "run", str(spec), "--no-progress", "--out"]
+    subprocess.run([*cmd, str(tmp_path / "whole")], check=True, capture_output=True)
+
+    proc = subprocess.Popen([*cmd, str(tmp_path / "killed")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        if len(list((tmp_path / "killed" / "cells").glob("*/result.json"))) >= 1:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p: p.stat().st_mtime_ns for p in (tmp_path / "killed" / "cells").glob("*/result.json")}
+    assert 1 <= len(finished) < 3, "killed mid-study"
+
+    rerun = subprocess.run([*cmd, str(tmp_path / "killed")], check=True, capture_output=True, text=True)
+    assert f"reused {len(finished)}" in rerun.stderr
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items()), "a finished cell was redone"
+    columns = ["cell", "design", "eval_set", "level", "name", "score"]
+    whole = pd.read_csv(tmp_path / "whole" / "results.csv")[columns].sort_values(columns[:5]).reset_index(drop=True)
+    resumed = pd.read_csv(tmp_path / "killed" / "results.csv")[columns].sort_values(columns[:5]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(whole, resumed)
+    assert "report:" in rerun.stderr
+
+
+def test_failed_cell_is_recorded_and_the_rest_goes_on(tiny_model, tmp_path, run_cli):
+    spec = write_spec(tmp_path, tiny_model, {"task": ["empty", "one"]})
+    code, _, err = run_cli("study", "run", spec, "--out", tmp_path / "s", "--no-progress")
+    assert code == 0, err
+    assert "failed 1" in err
+    errors = list((tmp_path / "s" / "cells").glob("*/error.json"))
+    assert len(errors) == 1 and "is empty" in json.loads(errors[0].read_text())["error"]
+    table = pd.read_parquet(tmp_path / "s" / "results.parquet")
+    assert set(table.design) == {"base", "one"}
+    report = (tmp_path / "s" / "report.md").read_text()
+    assert "Failed cells" in report
+
+
+def test_report_numbers_come_from_the_table(tiny_model, tmp_path, run_cli):
+    spec = write_spec(tmp_path, tiny_model, {"capability": ["one", "two"], "task": ["one", "two"]})
+    code, _, err = run_cli("study", "run", spec, "--out", tmp_path / "s", "--no-progress")
+    assert code == 0, err
+    out = tmp_path / "s"
+    for png in ("capability_progression.png", "task_progression.png", "rank_diversity_heatmap.png", "track_bars.png"):
+        assert (out / png).stat().st_size > 1000
+    table = pd.read_csv(out / "results.csv")
+    overall = table[(table.level == "overall") & (table.eval_set == "development")]
+    report = (out / "report.md").read_text()
+    for row in overall.itertuples():
+        if row.design != "base":
+            assert f"| {row.design} |" in report and f"{row.score:.4f}" in report
+    steps = json.loads((out / "steps.json").read_text())
+    assert {s["group"] for s in steps} == {"capability", "task"}
+    for s in steps:
+        assert s["ci_low"] <= s["difference"] <= s["ci_high"]
+    code, _, err = run_cli("study", "report", tmp_path / "nothing")
+    assert code == 2 and "no finished cells" in err
+
+
+@pytest.mark.parametrize("bad", ["designs: {ablation: []}", "ranks: [0]\ndesigns: {}"])
+def test_bad_study_specs(bad, tmp_path, run_cli):
+    spec = tmp_path / "s.yaml"
+    spec.write_text(f"name: x\n{bad}\n")
+    code, _, err = run_cli("study", "run", spec, "--out", tmp_path / "o")
+    assert code == 2 and err.startswith("error:")
