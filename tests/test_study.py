@@ -122,3 +122,18 @@ def test_bad_study_specs(bad, tmp_path, run_cli):
     spec.write_text(f"name: x\n{bad}\n")
     code, _, err = run_cli("study", "run", spec, "--out", tmp_path / "o")
     assert code == 2 and err.startswith("error:")
+
+
+def test_ray_executor_gives_the_local_results(tiny_model, tmp_path, run_cli):
+    pytest.importorskip("ray")
+    spec = write_spec(tmp_path, tiny_model, {"capability": ["one", "two"]})
+    for executor in ("local", "ray"):
+        code, _, err = run_cli(
+            "study", "run", spec, "--out", tmp_path / executor, "--executor", executor, "--no-progress"
+        )
+        assert code == 0, err
+        assert "ran 3" in err
+    columns = ["cell", "design", "eval_set", "level", "name", "score"]
+    local = pd.read_csv(tmp_path / "local" / "results.csv")[columns].sort_values(columns[:5]).reset_index(drop=True)
+    ray_ = pd.read_csv(tmp_path / "ray" / "results.csv")[columns].sort_values(columns[:5]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(local, ray_)

@@ -267,14 +267,20 @@ def merge_command(
 def study_run(
     spec: Annotated[Path, typer.Argument(help="study spec YAML (see configs/studies/)")],
     out: Annotated[Path, typer.Option(help="study folder: cells/, mixtures/, results.*, report.md, plots")],
+    executor: Annotated[str, typer.Option(help="local (one cell after another) or ray (one cell per GPU)")] = "local",
+    ray_address: Annotated[
+        str | None, typer.Option(help="ray executor: the cluster's address (default: local)")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Run every cell (build, train, score), then write the table and the report; reruns redo only what changed."""
+    if executor not in ("local", "ray"):
+        raise ShoptuneError(f"--executor {executor!r}: expected local or ray")
     from shoptune.study.report import write_report
     from shoptune.study.runner import run_study
     from shoptune.study.spec import load_study
 
-    counts = run_study(load_study(spec), out, progress=progress)
+    counts = run_study(load_study(spec), out, progress=progress, executor=executor, address=ray_address)
     console.print(", ".join(f"{k} {v}" for k, v in counts.items()))
     report = write_report(out)
     console.print(f"report: {report}")
@@ -286,6 +292,32 @@ def study_report(out: Annotated[Path, typer.Argument(help="a study folder")]) ->
     from shoptune.study.report import write_report
 
     console.print(f"report: {write_report(out)}")
+
+
+@app.command("serve")
+def serve_command(
+    model: Annotated[
+        str | None, typer.Argument(help="base model folder or hub id (default: the embedded model)")
+    ] = None,
+    adapter: Annotated[str | None, typer.Option(help="PEFT LoRA adapter folder to apply")] = None,
+    name: Annotated[str | None, typer.Option(help="the model name clients send (default: the folder's name)")] = None,
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+) -> None:
+    """Serve a model (plus adapter) over an OpenAI-compatible API: /v1/chat/completions, /v1/completions."""
+    from shoptune import default_model_path
+    from shoptune.evaluate.backends import HFBackend
+    from shoptune.serve import ModelServer, build_server
+
+    path = model or str(default_model_path())
+    backend = HFBackend(path, adapter=adapter, system_prompt=None)
+    served = name or Path(path.rstrip("/")).name
+    try:
+        server = build_server(ModelServer(backend, served), host, port)
+    except OSError as exc:
+        raise ShoptuneError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+    console.print(f"serving '{served}' at http://{host}:{server.server_address[1]}/v1 (Ctrl-C stops)")
+    server.serve_forever()
 
 
 def _int(value: str, option: str) -> int:

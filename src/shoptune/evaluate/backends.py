@@ -74,12 +74,12 @@ class HFBackend:
     def render(self, prompt: str) -> str:
         return render_prompt(prompt, self.tokenizer, system_prompt=self.system_prompt, chat_template=self.chat_template)
 
-    def encode(self, prompts: Sequence[str], new_tokens: int) -> dict[str, Any]:
+    def encode(self, prompts: Sequence[str], new_tokens: int, *, rendered: bool = False) -> dict[str, Any]:
         """Rendered, left-padded batch; a prompt too long for the model's context loses its beginning,
         since a ShopBench prompt ends with the question and the answer format."""
         limit = getattr(self.model.config, "max_position_embeddings", None)
         enc = self.tokenizer(
-            [self.render(p) for p in prompts],
+            list(prompts) if rendered else [self.render(p) for p in prompts],
             return_tensors="pt",
             padding=True,
             truncation=limit is not None,
@@ -88,16 +88,24 @@ class HFBackend:
         return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
-        enc = self.encode(prompts, max_new_tokens)
+        return self.continue_texts([self.render(p) for p in prompts], max_new_tokens)[0]
+
+    def continue_texts(
+        self, texts: Sequence[str], max_new_tokens: int, temperature: float = 0.0
+    ) -> tuple[list[str], list[int], list[int]]:
+        """Continuations of already rendered texts, with prompt and completion token counts (for serving)."""
+        enc = self.encode(texts, max_new_tokens, rendered=True)
+        sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
         with self.torch.inference_mode():
             out = self.model.generate(
-                **enc,
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                pad_token_id=self.tokenizer.pad_token_id,
+                **enc, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id, **sampling
             )
         new_tokens = out[:, enc["input_ids"].shape[1] :]
-        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        texts_out = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
+        prompt_counts = enc["attention_mask"].sum(dim=1).tolist()
+        special = set(self.tokenizer.all_special_ids)
+        completion_counts = [sum(1 for t in row.tolist() if t not in special) for row in new_tokens]
+        return texts_out, prompt_counts, completion_counts
 
     def choose(self, prompts: Sequence[str]) -> list[str]:
         enc = self.encode(prompts, 1)

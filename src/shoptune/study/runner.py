@@ -83,39 +83,78 @@ def run_cell(cell: Cell, study: StudySpec, out: Path, progress: bool) -> dict[st
     }
 
 
-def run_study(study: StudySpec, out: Path, progress: bool = True) -> dict[str, int]:
+def execute_cell(cell: Cell, study: StudySpec, out: Path, progress: bool = False) -> str:
+    """Run one cell to result.json, or record error.json; returns "ran" or "failed". Used by every executor."""
+    folder = out / "cells" / cell.key
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(folder / "cell.json", json.dumps(cell.__dict__, indent=2, default=str) + "\n")
+    start = time.monotonic()
+    try:
+        result = run_cell(cell, study, out, progress=progress)
+    except Exception as exc:
+        atomic_write_text(
+            folder / "error.json",
+            json.dumps({"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}, indent=2) + "\n",
+        )
+        return "failed"
+    result["seconds"] = round(time.monotonic() - start, 1)
+    (folder / "error.json").unlink(missing_ok=True)
+    atomic_write_text(folder / "result.json", json.dumps(result, indent=2, default=str) + "\n")
+    return "ran"
+
+
+def _run_local(todo: list[Cell], study: StudySpec, out: Path, bar: tqdm) -> list[str]:
+    statuses = []
+    for cell in todo:
+        bar.set_postfix_str(cell.describe())
+        statuses.append(execute_cell(cell, study, out))
+        bar.update(1)
+    return statuses
+
+
+def _run_ray(todo: list[Cell], study: StudySpec, out: Path, bar: tqdm, address: str | None) -> list[str]:
+    """One cell per GPU across a Ray cluster (one per CPU where there are no GPUs); the cluster's nodes
+    must see DIR on a shared filesystem."""
+    try:
+        import ray
+    except ImportError:
+        from shoptune.errors import ShoptuneError
+
+        raise ShoptuneError("the ray executor needs Ray: pip install 'shoptune[ray]'") from None
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    try:
+        per_cell = {"num_gpus": 1} if ray.cluster_resources().get("GPU", 0) > 0 else {"num_cpus": 1}
+        task = ray.remote(**per_cell)(execute_cell)
+        pending = {task.remote(cell, study, out): cell for cell in todo}
+        statuses = []
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            for ref in ready:
+                bar.set_postfix_str(pending.pop(ref).describe())
+                statuses.append(ray.get(ref))
+                bar.update(1)
+        return statuses
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def run_study(
+    study: StudySpec, out: Path, progress: bool = True, executor: str = "local", address: str | None = None
+) -> dict[str, int]:
     cells = expand(study)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "study.yaml", dump_config(study))
     done = [c for c in cells if (out / "cells" / c.key / "result.json").is_file()]
     todo = [c for c in cells if c not in done]
-    counts = {"cells": len(cells), "reused": len(done), "ran": 0, "failed": 0}
     bar = tqdm(
         total=len(cells), initial=len(done), desc="study cells", unit="cell", file=sys.stderr, disable=not progress
     )
-    for cell in todo:
-        folder = out / "cells" / cell.key
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(folder / "cell.json", json.dumps(cell.__dict__, indent=2, default=str) + "\n")
-        bar.set_postfix_str(cell.describe())
-        start = time.monotonic()
-        try:
-            result = run_cell(cell, study, out, progress=False)
-        except Exception as exc:
-            atomic_write_text(
-                folder / "error.json",
-                json.dumps({"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}, indent=2)
-                + "\n",
-            )
-            counts["failed"] += 1
-        else:
-            result["seconds"] = round(time.monotonic() - start, 1)
-            (folder / "error.json").unlink(missing_ok=True)
-            atomic_write_text(folder / "result.json", json.dumps(result, indent=2, default=str) + "\n")
-            counts["ran"] += 1
-        bar.update(1)
+    statuses = _run_ray(todo, study, out, bar, address) if executor == "ray" else _run_local(todo, study, out, bar)
     bar.close()
     from shoptune.study.results import write_table
 
     write_table(out)
-    return counts
+    return {"cells": len(cells), "reused": len(done), "ran": statuses.count("ran"), "failed": statuses.count("failed")}
