@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,8 @@ def train(config: TrainConfig, out: Path, *, resume: bool = True, progress: bool
 
     if out.exists() and not out.is_dir():
         raise ShoptuneError(f"--out {out}: exists and is not a directory")
+    # Raised inside transformers on every run in 5.x; nothing a user of shoptune can act on.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     if config.mixture is not None:
         config = config.model_copy(update={"mixture": mixture_folder(config, out)})
     train_examples, held_out = load_examples(config)
