@@ -42,6 +42,23 @@ def examples(n: int) -> list:
     return out[:n]
 
 
+def common_args(config: TrainConfig, steps: int, out: Path) -> dict:
+    """The settings both trainers share, so the comparison differs only in what each trainer does."""
+    return {
+        "output_dir": str(out),
+        "per_device_train_batch_size": config.batch_size,
+        "max_steps": steps,
+        "learning_rate": config.learning_rate,
+        "report_to": [],
+        "save_strategy": "no",
+        "use_cpu": True,
+        "disable_tqdm": True,
+        "logging_steps": 1000,
+        "seed": 0,
+        "data_seed": 0,
+    }
+
+
 def run_shoptune(config: TrainConfig, data: list, steps: int, out: Path) -> tuple[float, int]:
     import datasets
     from transformers import DataCollatorWithFlattening, Trainer, TrainingArguments
@@ -49,20 +66,7 @@ def run_shoptune(config: TrainConfig, data: list, steps: int, out: Path) -> tupl
     model, tokenizer = load_model(config)
     encoded = datasets.Dataset.from_list([encode(ex, tokenizer, config) for ex in data])
     tokens = sum(len(r["input_ids"]) for r in encoded.select(range(min(len(encoded), steps * config.batch_size))))
-    args = TrainingArguments(
-        output_dir=str(out),
-        per_device_train_batch_size=config.batch_size,
-        max_steps=steps,
-        learning_rate=config.learning_rate,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-        remove_unused_columns=False,
-        logging_steps=1000,
-        seed=0,
-        data_seed=0,
-    )
+    args = TrainingArguments(**common_args(config, steps, out), remove_unused_columns=False)
     trainer = Trainer(
         model=model,
         args=args,
@@ -96,20 +100,7 @@ def run_trl(config: TrainConfig, data: list, steps: int, out: Path) -> tuple[flo
         target_modules="all-linear",
         task_type="CAUSAL_LM",
     )
-    args = SFTConfig(
-        output_dir=str(out),
-        per_device_train_batch_size=config.batch_size,
-        max_steps=steps,
-        learning_rate=config.learning_rate,
-        report_to=[],
-        save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
-        logging_steps=1000,
-        seed=0,
-        data_seed=0,
-        max_length=config.max_length,
-    )
+    args = SFTConfig(**common_args(config, steps, out), max_length=config.max_length)
     trainer = SFTTrainer(
         model=model,
         args=args,

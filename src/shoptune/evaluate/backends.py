@@ -88,24 +88,30 @@ class HFBackend:
         return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
-        return self.continue_texts([self.render(p) for p in prompts], max_new_tokens)[0]
+        _, new_tokens = self._new_tokens([self.render(p) for p in prompts], max_new_tokens, 0.0)
+        return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
     def continue_texts(
         self, texts: Sequence[str], max_new_tokens: int, temperature: float = 0.0
     ) -> tuple[list[str], list[int], list[int]]:
         """Continuations of already rendered texts, with prompt and completion token counts (for serving)."""
+        enc, new_tokens = self._new_tokens(texts, max_new_tokens, temperature)
+        special = set(self.tokenizer.all_special_ids)
+        return (
+            self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True),
+            enc["attention_mask"].sum(dim=1).tolist(),
+            [sum(1 for t in row.tolist() if t not in special) for row in new_tokens],
+        )
+
+    def _new_tokens(self, texts: Sequence[str], max_new_tokens: int, temperature: float) -> tuple[Any, Any]:
+        """The encoded batch and the generated token ids alone (greedy unless temperature > 0)."""
         enc = self.encode(texts, max_new_tokens, rendered=True)
         sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
         with self.torch.inference_mode():
             out = self.model.generate(
                 **enc, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id, **sampling
             )
-        new_tokens = out[:, enc["input_ids"].shape[1] :]
-        texts_out = self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
-        prompt_counts = enc["attention_mask"].sum(dim=1).tolist()
-        special = set(self.tokenizer.all_special_ids)
-        completion_counts = [sum(1 for t in row.tolist() if t not in special) for row in new_tokens]
-        return texts_out, prompt_counts, completion_counts
+        return enc, out[:, enc["input_ids"].shape[1] :]
 
     def choose(self, prompts: Sequence[str]) -> list[str]:
         enc = self.encode(prompts, 1)
