@@ -31,10 +31,10 @@ def files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_same_spec_same_bytes_and_the_datasets_interface(tmp_path):
+def test_same_spec_same_bytes_whatever_the_workers_and_the_datasets_interface(tmp_path):
     spec = small_spec(decontaminate=[ROOT / "data" / "shopbench" / "development.json"])
-    info = build_mixture(spec, tmp_path / "a")
-    build_mixture(spec, tmp_path / "b")
+    info = build_mixture(spec, tmp_path / "a", workers=1)
+    build_mixture(spec, tmp_path / "b", workers=2)  # subtasks built in two worker processes
     assert files(tmp_path / "a") == files(tmp_path / "b")
 
     mixture = datasets.load_from_disk(str(tmp_path / "a"))
@@ -123,3 +123,12 @@ def test_cli_builds_a_shipped_spec(tmp_path, run_cli):
     assert len(datasets.load_from_disk(str(tmp_path / "mix"))["train"]) == 80
     code, _, err = run_cli("data", "build", spec, "--out", spec)
     assert code == 2 and "not a mixture folder" in err
+
+
+def test_a_bad_extra_file_is_named_also_from_a_worker_process(tmp_path):
+    bad = tmp_path / "generated.jsonl"
+    bad.write_text('{"input_field": "q"}\n', encoding="utf-8")
+    spec = small_spec(capabilities=["multilingual_ability"], extra_examples=[bad])
+    with pytest.raises(ShoptuneError, match=r"generated.jsonl:1: field 'task_name': is missing"):
+        build_mixture(spec, tmp_path / "mix", workers=2)
+    assert not (tmp_path / "mix").exists()

@@ -177,24 +177,37 @@ def tasks_list() -> None:
 def data_build(
     spec: Annotated[Path, typer.Argument(help="mixture spec YAML (see configs/mixtures/)")],
     out: Annotated[Path, typer.Option(help="folder for the dataset (save_to_disk) and manifest.json")],
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="processes that build subtasks (default: all CPUs for large mixtures)")
+    ] = None,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Build a mixture: examples per subtask, de-duplicated, decontaminated, split, saved."""
     from shoptune.config import load_config
     from shoptune.data.build import build_mixture
     from shoptune.data.spec import MixtureSpec
+    from shoptune.tasks.registry import all_subtasks
 
     settings = load_config(MixtureSpec, spec).resolve_paths(spec.parent)
-    info = build_mixture(settings, out)
+    info = build_mixture(settings, out, workers=workers, progress=progress)
     table = Table(
         title=f"mixture {info['name']}: {info['examples']['train']} train, {info['examples']['validation']} validation"
     )
-    table.add_column("subtask")
+    for column in ("capability", "subtask", "task type", "metric"):
+        table.add_column(column)
     table.add_column("train", justify="right")
+    subtasks = all_subtasks()
     for name, n in info["by_subtask"].items():
-        table.add_row(name, str(n))
+        task = subtasks.get(name)
+        described = (
+            (task.capability.value, name, task.task_type.value, task.metric.value) if task else ("", name, "", "")
+        )
+        table.add_row(*described, str(n))
     Console().print(table)
-    for key in ("by_capability", "by_task_type", "removed", "prompt_length"):
+    for key in ("by_capability", "by_task_type", "by_language", "removed", "prompt_length"):
         console.print(f"{key}: " + ", ".join(f"{k} {v}" for k, v in info[key].items()))
+    if info["subtasks_without_data"]:
+        console.print(f"without data (add their source under raw_dir): {', '.join(info['subtasks_without_data'])}")
     console.print(f"wrote {out} (load with datasets.load_from_disk) and {out / 'manifest.json'}")
 
 

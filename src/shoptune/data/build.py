@@ -10,21 +10,34 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
+import os
 import random
 import shutil
 import statistics
+import sys
 import tempfile
-from collections import Counter
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from shoptune import default_model_path
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from tqdm import tqdm
+
+from shoptune import __version__, default_model_path
 from shoptune.config import dump_config
-from shoptune.data.clean import Contamination, clean
+from shoptune.data.clean import Contamination, Fingerprints, dedupe, fingerprint
 from shoptune.data.spec import MixtureSpec
 from shoptune.errors import ShoptuneError
 from shoptune.schema import Example, atomic_write_text, parse_example, read_examples
 from shoptune.sources.shipped import file_hash, load_raw
+from shoptune.tasks.records import RawCorpus
+from shoptune.tasks.registry import all_subtasks
 
 EMBEDDING_METRICS = ("sent-transformer", "multilingual-sent-transformer")
 COLUMNS = (
@@ -40,18 +53,22 @@ COLUMNS = (
     "language",
     "id",
 )
+SCHEMA = pa.schema([(c, pa.bool_() if c == "is_multiple_choice" else pa.string()) for c in COLUMNS])
+SAMPLED_LENGTHS = 20_000  # prompts measured for the manifest's length statistics
+PARALLEL_FROM = 50_000  # examples asked for, from which worker processes pay for their start by default
 
 
-def to_row(ex: Example) -> dict[str, Any]:
-    """One dataset row; a non-string output_field is stored as JSON text so every row has one schema."""
-    row = ex.to_json()
-    out = row["output_field"]
-    row["output_field"] = out if isinstance(out, str) else json.dumps(out)
-    return {c: row.get(c) for c in COLUMNS}
+def to_table(examples: Sequence[Example]) -> pa.Table:
+    """Examples as rows; a non-string output_field is stored as JSON text so every row has one schema."""
+    data: dict[str, list[Any]] = {c: [getattr(ex, c) for ex in examples] for c in COLUMNS}
+    data["output_field"] = [o if isinstance(o, str) else json.dumps(o) for o in data["output_field"]]
+    for c in ("task_type", "metric"):
+        data[c] = [v.value for v in data[c]]
+    return pa.table(data, schema=SCHEMA)
 
 
 def from_row(row: dict[str, Any]) -> Example:
-    """The inverse of to_row. Strings are stored raw, so a generation answer is read as a list only where
+    """One row of to_table back as a record. Strings are stored raw, so a generation answer is read as a list only where
     a list is allowed (sentence-embedding metrics, several references) and the text is a JSON list."""
     out = row["output_field"]
     if row["task_type"] != "generation":
@@ -65,41 +82,130 @@ def from_row(row: dict[str, Any]) -> Example:
     return parse_example({**row, "output_field": out})
 
 
-def build_examples(spec: MixtureSpec) -> tuple[dict[str, list[Example]], dict[str, int], dict[str, str]]:
-    """Per split, the kept examples; how many were removed, by reason; the raw files' hashes."""
-    corpus = load_raw(spec.raw_dir)
-    drawn: list[Example] = []
-    for task in spec.selected():
-        drawn.extend(task.build(corpus, spec.size_of(task.name) + spec.validation_per_subtask, spec.seed))
-    n_built = len(drawn)
-    names = {task.name for task in spec.selected()}
-    for path in spec.extra_examples:
-        drawn.extend(ex for ex in read_examples(path) if ex.task_name in names)
-    contamination = None
-    if spec.decontaminate:
-        contamination = Contamination((ex for path in spec.decontaminate for ex in read_examples(path)), spec.ngram)
+@dataclass(frozen=True)
+class Part:
+    """The examples of one subtask (`built`: split and sized by the spec) or of one extra-examples file
+    (all to train), as a table, with what cleaning needs of them."""
+
+    name: str
+    built: bool
+    table: pa.Table
+    fingerprints: Fingerprints
+    sources: dict[str, str]
+
+
+class PartMaker:
+    """Builds parts, loading the raw corpus and the evaluation sets once per process."""
+
+    def __init__(self, spec: MixtureSpec) -> None:
+        self.spec = spec
+        self._corpus: RawCorpus | None = None
+        self._contamination: Contamination | None = None
+
+    def corpus(self) -> RawCorpus:
+        if self._corpus is None:
+            self._corpus = load_raw(self.spec.raw_dir)
+        return self._corpus
+
+    def contamination(self) -> Contamination | None:
+        if self._contamination is None and self.spec.decontaminate:
+            examples = (ex for path in self.spec.decontaminate for ex in read_examples(path))
+            self._contamination = Contamination(examples, self.spec.ngram)
+        return self._contamination
+
+    def __call__(self, unit: tuple[str, bool]) -> Part:
+        name, built = unit
+        spec = self.spec
+        if built:
+            task = all_subtasks()[name]
+            examples = task.build(self.corpus(), spec.size_of(name) + spec.validation_per_subtask, spec.seed)
+        else:
+            selected = {task.name for task in spec.selected()}
+            examples = [ex for ex in read_examples(Path(name)) if ex.task_name in selected]
+        sources = self.corpus().sources if built else {}
+        return Part(name, built, to_table(examples), fingerprint(examples, self.contamination()), sources)
+
+
+_maker: PartMaker | None = None  # in a worker process
+
+
+def _start_worker(spec: MixtureSpec) -> None:
+    global _maker
+    _maker = PartMaker(spec)
+
+
+def _make_in_worker(unit: tuple[str, bool]) -> Part:
+    assert _maker is not None
+    return _maker(unit)
+
+
+def make_parts(spec: MixtureSpec, workers: int | None, progress: bool) -> list[Part]:
+    """Every subtask's part, then every extra file's, in that order whatever the number of workers (so
+    the output does not depend on it); parts are made in parallel worker processes when there are many
+    examples to make."""
+    units = [(task.name, True) for task in spec.selected()] + [(str(p), False) for p in spec.extra_examples]
+    if workers is None:
+        wanted = sum(spec.size_of(task.name) for task in spec.selected())
+        workers = min(available_cpus(), len(units)) if wanted >= PARALLEL_FROM else 1
+    bar = tqdm(total=len(units), desc="building", unit="part", disable=not progress, file=sys.stderr)
+    with bar:
+        if workers <= 1:
+            maker, parts = PartMaker(spec), []
+            for unit in units:
+                parts.append(maker(unit))
+                bar.update(1)
+            return parts
+        context = multiprocessing.get_context("spawn")  # forking a process that may hold threads is unsafe
+        try:
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(spec,)) as pool:
+                futures = [pool.submit(_make_in_worker, unit) for unit in units]
+                for _ in as_completed(futures):
+                    bar.update(1)
+                return [f.result() for f in futures]
+        except BrokenProcessPool as exc:
+            raise ShoptuneError(
+                "a worker process building the mixture died (out of memory, or a script that calls build_mixture "
+                "without an `if __name__ == '__main__':` guard); build in one process: workers=1 (--workers 1)"
+            ) from exc
+
+
+def available_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def split(spec: MixtureSpec, parts: Sequence[Part]) -> tuple[dict[str, pa.Table], dict[str, int]]:
+    """Clean all parts together, then per subtask: shuffle, hold out validation, take the training size
+    (sampled again with replacement where `repeat` asks for more than is there); extra examples all go
+    to train; train is shuffled as a whole. Returns the splits and how many were removed, by reason."""
     near = (spec.near_duplicates.threshold, spec.near_duplicates.num_perm) if spec.near_duplicates else None
-    keep, removed = clean(drawn, near=near, contamination=contamination, seed=spec.seed)
-    by_task: dict[str, list[Example]] = {}
-    extras: dict[str, list[Example]] = {}
-    for i, (ex, k) in enumerate(zip(drawn, keep, strict=True)):
-        if k:
-            (by_task if i < n_built else extras).setdefault(ex.task_name, []).append(ex)
-    splits: dict[str, list[Example]] = {"train": [], "validation": []}
-    for name, examples in by_task.items():
-        random.Random(f"{spec.seed}:split:{name}").shuffle(examples)
-        n_val = min(spec.validation_per_subtask, len(examples) // 5)
-        splits["validation"].extend(examples[:n_val])
-        train = examples[n_val : n_val + spec.size_of(name)]
-        if spec.repeat and train and len(train) < spec.size_of(name):
-            rng = random.Random(f"{spec.seed}:repeat:{name}")
-            train = train + rng.choices(train, k=spec.size_of(name) - len(train))
-        splits["train"].extend(train)
-    for examples in extras.values():  # extra examples come on top of the per-subtask budget, all of them
-        splits["train"].extend(examples)
-    random.Random(f"{spec.seed}:order").shuffle(splits["train"])
+    keep, removed = dedupe([p.fingerprints for p in parts], near=near, seed=spec.seed)
+    train: list[int] = []
+    validation: list[int] = []
+    extras: list[int] = []
+    start = 0
+    for part in parts:
+        kept = (start + np.flatnonzero(keep[start : start + len(part.fingerprints)])).tolist()
+        start += len(part.fingerprints)
+        if not part.built:
+            extras.extend(kept)
+            continue
+        random.Random(f"{spec.seed}:split:{part.name}").shuffle(kept)
+        n_val = min(spec.validation_per_subtask, len(kept) // 5)
+        validation.extend(kept[:n_val])
+        size = spec.size_of(part.name)
+        rows = kept[n_val : n_val + size]
+        if spec.repeat and rows and len(rows) < size:
+            rows = rows + random.Random(f"{spec.seed}:repeat:{part.name}").choices(rows, k=size - len(rows))
+        train.extend(rows)
+    train.extend(extras)
+    random.Random(f"{spec.seed}:order").shuffle(train)
+    table = pa.concat_tables([p.table for p in parts]) if parts else SCHEMA.empty_table()
+    splits = {
+        name: table.take(np.asarray(rows, dtype=np.int64))
+        for name, rows in (("train", train), ("validation", validation))
+    }
     reasons = ("exact_duplicate", "near_duplicate", "contaminated")
-    return splits, {reason: removed.get(reason, 0) for reason in reasons}, corpus.sources
+    return splits, {reason: removed.get(reason, 0) for reason in reasons}
 
 
 def token_lengths(texts: list[str]) -> tuple[str, list[int]]:
@@ -114,21 +220,25 @@ def token_lengths(texts: list[str]) -> tuple[str, list[int]]:
 
 
 def manifest(
-    spec: MixtureSpec, splits: dict[str, list[Example]], removed: dict[str, int], sources: dict[str, str]
+    spec: MixtureSpec, splits: dict[str, pa.Table], removed: dict[str, int], sources: dict[str, str]
 ) -> dict[str, Any]:
     train = splits["train"]
-    unit, lengths = token_lengths([ex.input_field for ex in train])
+    # Lengths of a fixed sample: exact enough for a summary, and a million prompts would take minutes.
+    sample = sorted(random.Random(f"{spec.seed}:lengths").sample(range(len(train)), min(len(train), SAMPLED_LENGTHS)))
+    unit, lengths = token_lengths(train["input_field"].take(sample).to_pylist())
     lengths.sort()
 
-    def count(key: str) -> dict[str, int]:
-        return dict(sorted(Counter(str(getattr(ex, key)) for ex in train).items()))
+    def count(column: str) -> dict[str, int]:
+        counts = pc.value_counts(train[column]).to_pylist()
+        return dict(sorted((str(c["values"]), c["counts"]) for c in counts))
 
     inputs = dict(sorted(sources.items()))
     inputs.update({f"decontaminate:{p.name}": file_hash(p) for p in spec.decontaminate})
     inputs.update({f"extra:{p.name}": file_hash(p) for p in spec.extra_examples})
     return {
         "name": spec.name,
-        "examples": {split: len(rows) for split, rows in splits.items()},
+        "shoptune": __version__,
+        "examples": {name: len(table) for name, table in splits.items()},
         "by_capability": count("capability"),
         "by_subtask": count("task_name"),
         "by_task_type": count("task_type"),
@@ -136,38 +246,33 @@ def manifest(
         "by_source": count("source"),
         "prompt_length": {
             "unit": unit,
+            "measured": len(lengths),
             "mean": round(statistics.fmean(lengths), 1) if lengths else 0,
             "p50": lengths[len(lengths) // 2] if lengths else 0,
             "p95": lengths[int(len(lengths) * 0.95)] if lengths else 0,
             "max": lengths[-1] if lengths else 0,
         },
         "removed": removed,
-        "subtasks_without_data": sorted({t.name for t in spec.selected()} - {ex.task_name for ex in train}),
+        "subtasks_without_data": sorted({t.name for t in spec.selected()} - set(count("task_name"))),
         "inputs_sha256": inputs,
         "spec": json.loads(json.dumps(spec.model_dump(mode="json"))),
     }
 
 
-def save(splits: dict[str, list[Example]], info: dict[str, Any], spec: MixtureSpec, out: Path) -> None:
+def save(splits: dict[str, pa.Table], info: dict[str, Any], spec: MixtureSpec, out: Path) -> None:
     import datasets
-    import pyarrow as pa
 
-    if out.exists() and not (out / "manifest.json").is_file():
-        raise ShoptuneError(f"--out {out}: exists and is not a mixture folder; refusing to replace it")
     datasets.disable_progress_bars()
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        parts = {}
-        for split, examples in splits.items():
-            rows = [to_row(ex) for ex in examples]
-            table = pa.Table.from_pylist(rows) if rows else pa.table({c: pa.array([], pa.string()) for c in COLUMNS})
-            # A content fingerprint (not datasets' random one) keeps the saved files byte-identical across runs.
-            sink = pa.BufferOutputStream()
-            with pa.ipc.new_stream(sink, table.schema) as writer:
-                writer.write_table(table)
-            digest = hashlib.sha256(sink.getvalue()).hexdigest()[:16]
-            parts[split] = datasets.Dataset(table, fingerprint=digest)
+        # The build is a pure function of the manifest (spec, input hashes, version), so a fingerprint
+        # drawn from it, unlike datasets' random one, keeps the saved files byte-identical across runs.
+        identity = json.dumps(info, sort_keys=True)
+        parts = {
+            name: datasets.Dataset(table, fingerprint=hashlib.sha256(f"{identity}:{name}".encode()).hexdigest()[:16])
+            for name, table in splits.items()
+        }
         datasets.DatasetDict(parts).save_to_disk(str(tmp))
         atomic_write_text(tmp / "manifest.json", json.dumps(info, indent=2, ensure_ascii=False) + "\n")
         atomic_write_text(tmp / "spec.yaml", dump_config(spec))
@@ -179,10 +284,18 @@ def save(splits: dict[str, list[Example]], info: dict[str, Any], spec: MixtureSp
         raise
 
 
-def build_mixture(spec: MixtureSpec, out: Path) -> dict[str, Any]:
-    splits, removed, sources = build_examples(spec)
-    if not splits["train"]:
+def build_mixture(
+    spec: MixtureSpec, out: Path, *, workers: int | None = None, progress: bool = False
+) -> dict[str, Any]:
+    """Build, clean, split and save; `workers` processes (None: as many as there are CPUs, for large
+    mixtures) make the subtasks' examples, with the same output whatever their number."""
+    if out.exists() and not (out / "manifest.json").is_file():
+        raise ShoptuneError(f"--out {out}: exists and is not a mixture folder; refusing to replace it")
+    parts = make_parts(spec, workers, progress)
+    splits, removed = split(spec, parts)
+    if not len(splits["train"]):
         raise ShoptuneError(f"mixture {spec.name!r} is empty: the raw data yields no examples for its subtasks")
+    sources = next((p.sources for p in parts if p.built), {})
     info = manifest(spec, splits, removed, sources)
     save(splits, info, spec, out)
     return info

@@ -11,7 +11,11 @@ from shoptune.tasks.registry import Capability, Subtask, all_subtasks
 
 
 class NearDuplicates(StrictConfig):
-    threshold: float = Field(0.9, gt=0.0, le=1.0)  # estimated Jaccard of word 3-gram shingles
+    """A prompt goes when the Jaccard similarity of its word 3-gram shingles with an earlier kept prompt, as
+    estimated by MinHash with num_perm permutations (more: a closer estimate, a slower build), reaches the
+    threshold."""
+
+    threshold: float = Field(0.9, gt=0.0, le=1.0)
     num_perm: int = Field(64, ge=16, le=512)
 
 

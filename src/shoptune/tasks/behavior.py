@@ -13,7 +13,7 @@ import random
 from shoptune.schema import Example, Metric, TaskType
 from shoptune.tasks.concepts import category_question, offers_with
 from shoptune.tasks.records import Offer, OfferPair, RawCorpus
-from shoptune.tasks.registry import Capability, Subtask, distinct_sample, numbered, subtask
+from shoptune.tasks.registry import Capability, Subtask, distinct_sample, group_by, numbered, subtask
 
 B = Capability.BEHAVIOR
 
@@ -54,11 +54,13 @@ def query_offer_ranking(task: Subtask, corpus: RawCorpus, rng: random.Random) ->
     pair = rng.choice(pairs)
     query = query_from(pair.left, rng)
     pool = offers_with(corpus, "brand")
-    same_brand = [o for o in rng.sample(pool, min(len(pool), 200)) if pair.left.brand and o.brand == pair.left.brand]
+    by_brand = corpus.derived("offers_by_brand", lambda c: group_by(offers_with(c, "brand"), lambda o: o.brand))
+    mate = rng.choice(by_brand[pair.left.brand]) if pair.left.brand in by_brand else None
+    same_brand = [mate] if mate is not None and mate.title not in (pair.left.title, pair.right.title) else []
     others = distinct_sample(rng, pool, 4, exclude=pair.right)
     if others is None:
         return None
-    candidates = [pair.right, *same_brand[:1], *others][:5]
+    candidates = [pair.right, *same_brand, *others][:5]
     if len({o.title for o in candidates}) < 5:
         return None
     rng.shuffle(candidates)

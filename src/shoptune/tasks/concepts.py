@@ -135,14 +135,18 @@ def category_question(
     ],
 )
 def brand_ner(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
-    offers = offers_with(corpus, "brand")
-    if not offers:
+    def mentions(c: RawCorpus) -> list[tuple[str, str]]:
+        """Titles that name their brand, and the brand as the title writes it."""
+        found = (
+            (o.title, re.search(rf"\b{re.escape(o.brand)}\b", o.title, re.IGNORECASE)) for o in offers_with(c, "brand")
+        )
+        return [(title, match.group(0)) for title, match in found if match]
+
+    titled = corpus.derived("brand_mentions", mentions)
+    if not titled:
         return None
-    offer = rng.choice(offers)
-    match = re.search(rf"\b{re.escape(offer.brand)}\b", offer.title, flags=re.IGNORECASE)
-    if match is None:
-        return None
-    return task.example(task.template(rng, title=offer.title), [match.group(0)])
+    title, brand = rng.choice(titled)
+    return task.example(task.template(rng, title=title), [brand])
 
 
 @subtask(
@@ -159,12 +163,12 @@ def brand_ner(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example |
     ],
 )
 def model_number_extraction(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
-    offers = offers_with(corpus, "model_no")
+    offers = corpus.derived(
+        "model_in_title", lambda c: [o for o in offers_with(c, "model_no") if o.model_no.lower() in o.title.lower()]
+    )
     if not offers:
         return None
     offer = rng.choice(offers)
-    if offer.model_no.lower() not in offer.title.lower():
-        return None
     return task.example(task.template(rng, title=offer.title), offer.model_no)
 
 

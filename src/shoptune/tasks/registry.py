@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
 from shoptune.schema import Example, Metric, TaskType
 from shoptune.tasks.records import RawCorpus
@@ -32,6 +32,8 @@ TRACK_OF: dict[Capability, str] = {
     Capability.MULTILINGUAL: "amazon-kdd-cup-24-multi-lingual-abilities",
 }
 
+T = TypeVar("T")
+K = TypeVar("K")
 Builder = Callable[["Subtask", RawCorpus, random.Random], "Example | None"]
 
 
@@ -124,6 +126,13 @@ def multiple_choice(rng: random.Random, question: str, correct: str, distractors
 def numbered(items: Sequence[str]) -> str:
     """Candidates as ShopBench lists them for retrieval and ranking, numbered from 1."""
     return "\n".join(f"{i}. {item}" for i, item in enumerate(items, start=1))
+
+
+def group_by(items: Iterable[T], key: Callable[[T], K]) -> dict[K, list[T]]:
+    groups: dict[K, list[T]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return groups
 
 
 def distinct_sample(rng: random.Random, pool: Sequence[Any], k: int, exclude: Any) -> list[Any] | None:
