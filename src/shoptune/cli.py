@@ -186,7 +186,8 @@ def data_build(
     from shoptune.config import load_config
     from shoptune.data.build import build_mixture
     from shoptune.data.spec import MixtureSpec
-    from shoptune.tasks.registry import all_subtasks
+    from shoptune.evaluate.scoring import TRACK_SHORT_NAMES
+    from shoptune.tasks.registry import TRACK_OF, all_subtasks
 
     settings = load_config(MixtureSpec, spec).resolve_paths(spec.parent)
     info = build_mixture(settings, out, workers=workers, progress=progress)
@@ -199,10 +200,11 @@ def data_build(
     subtasks = all_subtasks()
     for name, n in info["by_subtask"].items():
         task = subtasks.get(name)
-        described = (
-            (task.capability.value, name, task.task_type.value, task.metric.value) if task else ("", name, "", "")
-        )
-        table.add_row(*described, str(n))
+        if task is None:  # an extra example's own subtask name
+            table.add_row("", name, "", "", str(n))
+        else:
+            capability = TRACK_SHORT_NAMES[TRACK_OF[task.capability]]
+            table.add_row(capability, name, task.task_type.value, task.metric.value, str(n))
     Console().print(table)
     for key in ("by_capability", "by_task_type", "by_language", "removed", "prompt_length"):
         console.print(f"{key}: " + ", ".join(f"{k} {v}" for k, v in info[key].items()))
