@@ -199,12 +199,9 @@ def data_build(
     table.add_column("train", justify="right")
     subtasks = all_subtasks()
     for name, n in info["by_subtask"].items():
-        task = subtasks.get(name)
-        if task is None:  # an extra example's own subtask name
-            table.add_row("", name, "", "", str(n))
-        else:
-            capability = TRACK_SHORT_NAMES[TRACK_OF[task.capability]]
-            table.add_row(capability, name, task.task_type.value, task.metric.value, str(n))
+        task = subtasks[name]  # extra examples are kept only for selected, registered subtasks
+        capability = TRACK_SHORT_NAMES[TRACK_OF[task.capability]]
+        table.add_row(capability, name, task.task_type.value, task.metric.value, str(n))
     Console().print(table)
     for key in ("by_capability", "by_task_type", "by_language", "removed", "prompt_length"):
         console.print(f"{key}: " + ", ".join(f"{k} {v}" for k, v in info[key].items()))

@@ -248,6 +248,8 @@ def _near_duplicates(shingles: Tokens, rows: np.ndarray, threshold: float, num_p
     flagged = rows[np.asarray(flags, dtype=bool)]
     if not flagged.size:
         return flagged
+    # rensa's matrix reads out only as Python lists, so the few flagged rows are digested again rather than
+    # every row read out.
     digests = np.asarray(_digests(shingles, flagged, num_perm, seed).to_rows(), dtype=np.uint32)
     # One key per band: a hash of its values (uint64 arithmetic wraps) mixed with its number.
     per_band = digests.reshape(len(flagged), bands, -1).astype(np.uint64)

@@ -136,9 +136,7 @@ ESCI_GAIN = {"E": 1.0, "S": 0.1, "C": 0.01, "I": 0.0}
 )
 def esci_query_ranking(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
     def by_query(c: RawCorpus) -> list[list]:
-        groups: dict[tuple[str, str], list] = {}
-        for j in c.judgments:
-            groups.setdefault((j.query, j.locale), []).append(j)
+        groups = group_by(c.judgments, lambda j: (j.query, j.locale))
         return [g for g in groups.values() if len(g) >= 5 and len({j.label for j in g}) > 1]
 
     groups = corpus.derived("esci_by_query", by_query)

@@ -7,7 +7,7 @@ import random
 from shoptune.schema import Example, Metric, TaskType
 from shoptune.tasks.concepts import english, offers_with
 from shoptune.tasks.records import Offer, RawCorpus
-from shoptune.tasks.registry import Capability, Subtask, distinct_sample, multiple_choice, subtask
+from shoptune.tasks.registry import Capability, Subtask, distinct_sample, group_by, multiple_choice, subtask
 
 K = Capability.KNOWLEDGE
 
@@ -120,11 +120,9 @@ def order_total(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example
 )
 def category_outlier(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
     def by_top(c: RawCorpus) -> dict[str, list[str]]:
-        out: dict[str, list[str]] = {}
-        for cat in english(c):
-            if len(cat.path) >= 3:
-                out.setdefault(cat.path[0], []).append(cat.name)
-        return {top: sorted(set(names)) for top, names in out.items() if len(set(names)) >= 3}
+        out = group_by((cat for cat in english(c) if len(cat.path) >= 3), lambda cat: cat.path[0])
+        names = {top: sorted({cat.name for cat in cats}) for top, cats in out.items()}
+        return {top: n for top, n in names.items() if len(n) >= 3}
 
     groups = corpus.derived("deep_by_top", by_top)
     if len(groups) < 2:
