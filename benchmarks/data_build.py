@@ -133,7 +133,7 @@ def reference_clean(
     return keep, removed
 
 
-def compare_cleaning(sample: int) -> None:
+def compare_cleaning(sample: int) -> dict:
     full = spec(sample, cleaning=True)
     maker = PartMaker(full.model_copy(update={"decontaminate": []}))
     examples = [ex for task in full.selected() for ex in task.build(maker.corpus(), math.ceil(sample / N_SUBTASKS), 0)]
@@ -163,12 +163,20 @@ def compare_cleaning(sample: int) -> None:
         f"  ratio {t_theirs / t_ours:.1f}x; the same decision for {both:,} of {len(examples):,} examples "
         f"({100 * both / len(examples):.2f}%; MinHash estimates differ by hash function)"
     )
+    return {
+        "cleaning_examples": len(examples),
+        "cleaning_shoptune_per_s": len(examples) / t_ours,
+        "cleaning_reference_per_s": len(examples) / t_theirs,
+        "cleaning_ratio": t_theirs / t_ours,
+        "cleaning_same_decision": both / len(examples),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--examples", type=int, default=1_000_000)
     parser.add_argument("--sample", type=int, default=100_000, help="examples for the cleaning comparison")
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
     parser.add_argument("--one", choices=["plain", "full"], help=argparse.SUPPRESS)  # a single build, as JSON
     args = parser.parse_args()
     if args.one:
@@ -187,7 +195,10 @@ def main() -> None:
     plain, full = rows
     ratio = (full["examples"] / full["seconds"]) / (plain["examples"] / plain["seconds"])
     print(f"ratio, full / baseline throughput: {ratio:.2f}")
-    compare_cleaning(args.sample)
+    cleaning = compare_cleaning(args.sample)
+    if args.json:
+        figures = {"builds": {"baseline": plain, "shoptune": full}, "ratio": ratio, **cleaning}
+        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

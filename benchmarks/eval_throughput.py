@@ -5,12 +5,13 @@ greedy `generate` (1 new token for multiple choice, 100 otherwise), parse. The e
 `shoptune eval run`'s answering loop (length-sorted left-padded batches, per-type token budgets, MC by
 one forward pass over the option digits). Both use the same loaded model and the same prompts.
 
-    python benchmarks/eval_throughput.py [--model PATH] [--data FILE] [--batch-size N]
+    python benchmarks/eval_throughput.py [--model NAME_OR_PATH] [--data FILE] [--batch-size N] [--json FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -18,10 +19,10 @@ from pathlib import Path
 
 import torch
 
-from shoptune import default_model_path
 from shoptune.evaluate.backends import HFBackend
 from shoptune.evaluate.parsers import parse_multiple_choice
 from shoptune.evaluate.runner import EvalConfig, answer
+from shoptune.hub import DEFAULT_MODEL, tiny_model_path
 from shoptune.schema import TaskType, read_examples
 from shoptune.tasks.render import option_labels
 
@@ -49,7 +50,7 @@ def engine_answers(backend: HFBackend, examples: list, config: EvalConfig) -> li
 def random_llama(hidden: int, layers: int) -> str:
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    tokenizer = AutoTokenizer.from_pretrained(default_model_path())
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_path())
     torch.manual_seed(0)
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -78,10 +79,11 @@ def timed(fn, *args):
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(default_model_path()))
+    parser.add_argument("--model", default=DEFAULT_MODEL)
     parser.add_argument("--random-llama", metavar="HIDDEN,LAYERS", help="benchmark a random Llama of this size")
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "shopbench" / "development.json")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the engine's (8 on CPU)")
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
     args = parser.parse_args()
 
     examples = read_examples(args.data)
@@ -116,6 +118,19 @@ def main() -> None:
         f"{same_logits}/{len(valid)} (the baseline named an option in {len(valid)}/{len(mc)}; "
         "logits mode always does)"
     )
+    if args.json:
+        figures = {
+            "model": args.model,
+            "questions": n,
+            "baseline_seconds": t_base,
+            "engine_seconds": t_engine,
+            "engine_generate_seconds": t_gen,
+            "ratio": t_base / t_engine,
+            "ratio_generate": t_base / t_gen,
+            "mc_identical_generate": [same_gen, len(mc)],
+            "mc_identical_logits": [same_logits, len(valid)],
+        }
+        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     if same_gen != len(mc) or same_logits != len(valid):
         sys.exit(1)
 

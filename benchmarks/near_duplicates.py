@@ -12,6 +12,7 @@ threshold the MinHash estimate decides.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import re
 import statistics
@@ -50,6 +51,7 @@ def main() -> None:
     parser.add_argument("--examples", type=int, help="instead of the spec's size: this many, repeat sampling on")
     parser.add_argument("--perms", default="64,128,256,512")
     parser.add_argument("--true-jaccard", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
     args = parser.parse_args()
 
     spec = load_config(MixtureSpec, args.spec).resolve_paths(args.spec.parent)
@@ -68,6 +70,7 @@ def main() -> None:
     print(f"{spec.name}: {n:,} built examples, {int(unique.sum()):,} after exact de-duplication; threshold {threshold}")
 
     baseline = None
+    figures: dict = {"spec": spec.name, "built": n, "threshold": threshold, "by_num_perm": {}}
     for num_perm in [int(p) for p in args.perms.split(",")]:
         start = time.perf_counter()
         keep, removed = dedupe(fingerprints, near=(threshold, num_perm), seed=spec.seed)
@@ -77,14 +80,19 @@ def main() -> None:
             f"num_perm {num_perm:>3}: removed {removed.get('near_duplicate', 0):,} near duplicates in "
             f"{seconds:.1f} s ({seconds / baseline:.2f}x the first)"
         )
+        row = {"removed": removed.get("near_duplicate", 0), "seconds": seconds, "ratio_to_first": seconds / baseline}
+        figures["by_num_perm"][num_perm] = row
         if true_jaccard:
             best = closest_kept(np.flatnonzero(unique & ~keep), keep, prompts, tasks)
+            row["exact_jaccard"] = best
             if best:
                 line += (
                     f"; exact Jaccard with the closest kept prompt: min {min(best):.3f}, median "
                     f"{statistics.median(best):.3f}, {sum(b >= threshold for b in best)} at or above the threshold"
                 )
         print(line)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

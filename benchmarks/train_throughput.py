@@ -1,12 +1,18 @@
-"""Training throughput: shoptune's trainer against TRL's SFTTrainer with default settings, same run.
+"""Training throughput: shoptune's own training path against TRL's SFTTrainer at its best, same run.
 
-Same model (the embedded default unless --model), same LoRA, same examples, same number of
-optimiser steps and examples per step. shoptune packs each batch into one row (no padding) and
-computes the loss on answer tokens only; the baseline is SFTTrainer as a user would first call it:
-prompt-completion data, padded batches. Reports training tokens/s (real tokens, padding excluded),
-the ratio, and peak memory of each run.
+Same model (SmolLM2-135M-Instruct unless --model), same LoRA (rank 16, all linear layers), same
+examples, one epoch of the same number of optimiser steps and examples per step. The baseline is
+SFTTrainer configured as TRL documents its fastest LoRA setup for this job: prompt-completion data,
+padding-free packing (`padding_free=True`) and completion-only loss. shoptune runs
+`shoptune.train.trainer.train`, exactly what `shoptune train` runs. TRL checkpoints activations by
+default (less memory, more compute) and shoptune does not, so both are run both ways and compared like
+with like: first with gradient checkpointing on both sides (TRL's default; the headline figures and
+--json), then with it off on both sides. Each run has its own process, one after the other, so each
+peak memory (max RSS) is its own. Prints training tokens/s (real tokens, no padding), the ratio, peak
+memory, and model FLOP utilisation: 6 x parameters x tokens/s against the fp32 matmul peak measured at
+the start of the same run.
 
-    python benchmarks/train_throughput.py [--model PATH] [--steps 30] [--batch-size 16]
+    python benchmarks/train_throughput.py [--model NAME_OR_PATH] [--steps 8] [--batch-size 8] [--json FILE]
 """
 
 from __future__ import annotations
@@ -20,145 +26,189 @@ import tempfile
 import time
 from pathlib import Path
 
-from shoptune import default_model_path
-from shoptune.sources.shipped import load_raw
-from shoptune.tasks.registry import all_subtasks
-from shoptune.tasks.render import answer_text, render_prompt
-from shoptune.train.config import TrainConfig
-from shoptune.train.trainer import encode, load_model
-
 ROOT = Path(__file__).resolve().parents[1]
+RANK = 16
 
 
 def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def matmul_peak_gflops(size: int = 2048, seconds: float = 3.0) -> float:
+    """Best fp32 matmul rate of this machine, with torch's default threads (what training uses)."""
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best, deadline = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < deadline:
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = max(best, 2 * size**3 / (time.perf_counter() - start) / 1e9)
+    return best
+
+
 def examples(n: int) -> list:
+    """n examples spread over every subtask of the shipped data, in a fixed order."""
+    from shoptune.sources.shipped import load_raw
+    from shoptune.tasks.registry import all_subtasks
+
     corpus = load_raw(ROOT / "data" / "raw")
     tasks = list(all_subtasks().values())
     per_task = n // len(tasks) + 1
-    out = [ex for task in tasks for ex in task.build(corpus, per_task, seed=0)]
-    return out[:n]
+    built = [task.build(corpus, per_task, seed=0) for task in tasks]
+    mixed = [ex for row in zip(*[b for b in built if b], strict=False) for ex in row]
+    return mixed[:n]
 
 
-def common_args(config: TrainConfig, steps: int, out: Path) -> dict:
-    """The settings both trainers share, so the comparison differs only in what each trainer does."""
-    return {
-        "output_dir": str(out),
-        "per_device_train_batch_size": config.batch_size,
-        "max_steps": steps,
-        "learning_rate": config.learning_rate,
-        "report_to": [],
-        "save_strategy": "no",
-        "use_cpu": True,
-        "disable_tqdm": True,
-        "logging_steps": 1000,
-        "seed": 0,
-        "data_seed": 0,
-    }
+def run_shoptune(model: str, data: list, batch: int, checkpointing: bool, tmp: Path) -> dict:
+    from shoptune.schema import write_jsonl
+    from shoptune.train.config import TrainConfig
+    from shoptune.train.trainer import train
 
-
-def run_shoptune(config: TrainConfig, data: list, steps: int, out: Path) -> tuple[float, int]:
-    import datasets
-    from transformers import DataCollatorWithFlattening, Trainer, TrainingArguments
-
-    model, tokenizer = load_model(config)
-    encoded = datasets.Dataset.from_list([encode(ex, tokenizer, config) for ex in data])
-    tokens = sum(len(r["input_ids"]) for r in encoded.select(range(min(len(encoded), steps * config.batch_size))))
-    args = TrainingArguments(**common_args(config, steps, out), remove_unused_columns=False)
-    trainer = Trainer(
+    write_jsonl(tmp / "train.jsonl", (ex.to_json() for ex in data))
+    config = TrainConfig(
         model=model,
-        args=args,
-        train_dataset=encoded,
-        data_collator=DataCollatorWithFlattening(return_position_ids=True),
+        data=tmp / "train.jsonl",
+        batch_size=batch,
+        epochs=1,
+        learning_rate=1e-3,
+        lora={"rank": RANK},
+        save_steps=10**9,
+        report_to=[],
+        gradient_checkpointing=checkpointing,
     )
-    start = time.perf_counter()
-    trainer.train()
-    return time.perf_counter() - start, tokens
+    summary = train(config, tmp / "run", progress=False)
+    lengths = [len(r) for r in _shoptune_lengths(config, data)]
+    return {"seconds": summary["train_seconds"], "tokens": sum(lengths), "parameters": summary["parameters"]["total"]}
 
 
-def run_trl(config: TrainConfig, data: list, steps: int, out: Path) -> tuple[float, int]:
+def _shoptune_lengths(config: object, data: list) -> list:
+    from transformers import AutoTokenizer
+
+    from shoptune.hub import resolve_model_source
+    from shoptune.train.trainer import encode
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_source(config.model, False))
+    return [encode(ex, tokenizer, config)["input_ids"] for ex in data]
+
+
+def run_trl(model: str, data: list, batch: int, checkpointing: bool, tmp: Path) -> dict:
     import datasets
     from peft import LoraConfig
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTConfig, SFTTrainer
 
-    tokenizer = AutoTokenizer.from_pretrained(config.model)
+    from shoptune.hub import resolve_model_source
+    from shoptune.tasks.render import answer_text, render_prompt
+
+    source = resolve_model_source(model, False)
+    tokenizer = AutoTokenizer.from_pretrained(source)
     rows = [
-        {
-            "prompt": render_prompt(ex.input_field, tokenizer, system_prompt=config.system_prompt),
-            "completion": answer_text(ex.output_field, ex.task_type),
-        }
+        {"prompt": render_prompt(ex.input_field, tokenizer), "completion": answer_text(ex.output_field, ex.task_type)}
         for ex in data
     ]
-    model = AutoModelForCausalLM.from_pretrained(config.model)
     lora = LoraConfig(
-        r=config.lora.rank,
-        lora_alpha=config.lora_alpha(),
-        lora_dropout=config.lora.dropout,
-        target_modules="all-linear",
-        task_type="CAUSAL_LM",
+        r=RANK, lora_alpha=2 * RANK, lora_dropout=0.05, target_modules="all-linear", task_type="CAUSAL_LM"
     )
-    args = SFTConfig(**common_args(config, steps, out), max_length=config.max_length)
+    args = SFTConfig(
+        output_dir=str(tmp / "trl"),
+        per_device_train_batch_size=batch,
+        num_train_epochs=1,
+        learning_rate=1e-3,
+        report_to=[],
+        save_strategy="no",
+        use_cpu=True,
+        disable_tqdm=True,
+        logging_steps=10**9,
+        seed=0,
+        data_seed=0,
+        padding_free=True,
+        completion_only_loss=True,
+        max_length=None,
+        gradient_checkpointing=checkpointing,
+    )
     trainer = SFTTrainer(
-        model=model,
+        model=AutoModelForCausalLM.from_pretrained(source),
         args=args,
         train_dataset=datasets.Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=lora,
     )
-    used = trainer.train_dataset.select(range(min(len(rows), steps * config.batch_size)))
-    tokens = sum(len(ids) for ids in used["input_ids"])
-    start = time.perf_counter()
-    trainer.train()
-    return time.perf_counter() - start, tokens
+    tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
+    result = trainer.train()
+    parameters = sum(p.numel() for p in trainer.model.parameters())
+    return {"seconds": result.metrics["train_runtime"], "tokens": tokens, "parameters": parameters}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default=str(default_model_path()))
-    parser.add_argument("--steps", type=int, default=30)
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--model", default="smollm2-135m-instruct")
+    parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
     parser.add_argument("--only", choices=["shoptune", "trl"], help=argparse.SUPPRESS)
+    parser.add_argument("--checkpointing", choices=["on", "off"], default="on", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.only is None:
-        # Each trainer runs in its own process, one after the other, so each peak memory is its own.
-        results = {}
-        for name in ("trl", "shoptune"):
-            cmd = [
-                sys.executable,
-                __file__,
-                "--model",
-                args.model,
-                "--steps",
-                str(args.steps),
-                "--batch-size",
-                str(args.batch_size),
-                "--only",
-                name,
-            ]
-            done = subprocess.run(cmd, check=True, capture_output=True, text=True)
-            results[name] = json.loads(done.stdout.strip().splitlines()[-1])
-        ours, trl = results["shoptune"], results["trl"]
-        print(f"model {args.model}; {args.steps} steps x {args.batch_size} examples; LoRA rank 16, all linear layers")
-        for label, r in (("TRL SFTTrainer (defaults, padded)", trl), ("shoptune (packed, answer-only loss)", ours)):
-            print(
-                f"{label:38s} {r['tokens'] / r['seconds']:8.0f} training tokens/s ({r['seconds']:.1f} s), "
-                f"peak RSS {r['peak_rss_mib']:,.0f} MiB"
-            )
-        speed = (ours["tokens"] / ours["seconds"]) / (trl["tokens"] / trl["seconds"])
-        wall = trl["seconds"] / ours["seconds"]
-        print(f"speed-up in tokens/s: {speed:.2f}x; wall-clock for the same steps: {wall:.2f}x")
+    if args.only is not None:
+        data = examples(args.steps * args.batch_size)
+        run = run_shoptune if args.only == "shoptune" else run_trl
+        with tempfile.TemporaryDirectory() as tmp:
+            result = run(args.model, data, args.batch_size, args.checkpointing == "on", Path(tmp))
+        print(json.dumps({**result, "peak_rss_mib": peak_rss_mib()}))
         return
-    data = examples(args.steps * args.batch_size)
-    config = TrainConfig(
-        model=args.model, data=Path("unused.jsonl"), batch_size=args.batch_size, max_length=1024, learning_rate=1e-3
+
+    peak = matmul_peak_gflops()
+    print(f"model {args.model}; {args.steps} steps x {args.batch_size} examples; LoRA rank {RANK}, all linear layers")
+    print(f"fp32 matmul peak of this machine: {peak:.0f} GFLOP/s")
+    headline = {}
+    for checkpointing in ("on", "off"):
+        print(f"gradient checkpointing {checkpointing} (both sides):")
+        results = {name: run_side(args, name, checkpointing) for name in ("trl", "shoptune")}
+        rate = {name: r["tokens"] / r["seconds"] for name, r in results.items()}
+        labels = {"trl": "TRL SFTTrainer (padding-free, completion-only)", "shoptune": "shoptune train"}
+        for name, r in results.items():
+            share = 6 * r["parameters"] * rate[name] / (peak * 1e9)
+            print(
+                f"  {labels[name]:48s} {rate[name]:7.0f} tokens/s ({r['tokens']} tokens in {r['seconds']:.1f} s), "
+                f"peak RSS {r['peak_rss_mib']:,.0f} MiB, MFU {share:.1%}"
+            )
+        ratio = rate["shoptune"] / rate["trl"]
+        memory = results["shoptune"]["peak_rss_mib"] / results["trl"]["peak_rss_mib"]
+        print(f"  shoptune / TRL: {ratio:.2f}x tokens/s at {memory:.2f}x the peak memory")
+        if checkpointing == "on":
+            headline = {"results": results, "rate": rate, "ratio": ratio}
+    ours, trl, rate, ratio = (
+        headline["results"]["shoptune"],
+        headline["results"]["trl"],
+        headline["rate"],
+        headline["ratio"],
     )
-    run = run_shoptune if args.only == "shoptune" else run_trl
-    with tempfile.TemporaryDirectory() as tmp:
-        seconds, tokens = run(config, data, args.steps, Path(tmp))
-    print(json.dumps({"seconds": seconds, "tokens": tokens, "peak_rss_mib": peak_rss_mib()}))
+    mfu = 6 * ours["parameters"] * rate["shoptune"] / (peak * 1e9)
+    if args.json:
+        figures = {
+            "model": args.model,
+            "gradient_checkpointing": True,
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "shoptune_tokens_per_s": rate["shoptune"],
+            "baseline_tokens_per_s": rate["trl"],
+            "ratio": ratio,
+            "mfu": mfu,
+            "peak_gflops": peak,
+            "shoptune_peak_rss_mib": ours["peak_rss_mib"],
+            "baseline_peak_rss_mib": trl["peak_rss_mib"],
+        }
+        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+
+
+def run_side(args: argparse.Namespace, name: str, checkpointing: str) -> dict:
+    cmd = [sys.executable, __file__, "--model", args.model, "--steps", str(args.steps)]
+    cmd += ["--batch-size", str(args.batch_size), "--only", name, "--checkpointing", checkpointing]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"{name} run failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 if __name__ == "__main__":

@@ -148,7 +148,7 @@ RUN_CASES = {
     "model folder missing": (lambda p: ["--model", p / "no-model"], "no such folder"),
     "hub id not cached": (
         lambda p: ["--model", "someone/not-cached-model"],
-        "neither a local folder nor in the Hugging Face cache",
+        "nor in the Hugging Face cache",
     ),
     "unknown config key": (lambda p: ["--config", _yaml(p, "batchsize: 4\n")], "setting 'batchsize': unknown setting"),
     "invalid yaml": (lambda p: ["--config", _yaml(p, "batch_size: [4\n")], "invalid YAML"),

@@ -15,13 +15,24 @@ from shoptune.study.spec import expand, load_study
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_demo_grid_shares_the_design_both_axes_end_in():
-    cells = expand(load_study(ROOT / "configs" / "studies" / "demo.yaml"))
-    assert len(cells) == 1 + 4 * 2 + 3 * 2  # base; capability designs x ranks; task designs (all shared) x ranks
+def test_paper_grid_shares_the_design_both_axes_end_in():
+    cells = expand(load_study(ROOT / "configs" / "studies" / "paper.yaml"))
+    # base; capability designs x ranks x seeds; task designs (all shared) x ranks x seeds
+    assert len(cells) == 1 + 4 * 5 * 3 + 3 * 5 * 3
     shared = [c for c in cells if c.design == "all"]
-    assert len(shared) == 2 and all(c.groups == ("capability", "task") for c in shared)
+    assert len(shared) == 15 and all(c.groups == ("capability", "task") for c in shared)
     assert {c.n_capabilities for c in cells if "capability" in c.groups} == {1, 2, 3, 4}
     assert len({c.key for c in cells}) == len(cells)
+
+
+@pytest.mark.parametrize("name", ["demo", "cpu", "paper"])
+def test_every_shipped_study_loads_and_scores_both_benchmarks(name):
+    study = load_study(ROOT / "configs" / "studies" / f"{name}.yaml")
+    assert [p.name for p in study.eval.sets] == ["development.json", "heldout.jsonl"]
+    assert all(p.is_file() for p in study.eval.sets)
+    cells = expand(study)
+    assert [c.design for c in cells if c.mixture is None] == ["base"]
+    assert all(c.n_capabilities == 4 for c in cells if c.design == "all")
 
 
 def write_spec(tmp_path: Path, model: Path, designs: dict) -> Path:

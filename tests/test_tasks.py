@@ -1,5 +1,6 @@
 """The subtask registry: coverage, and per subtask that examples are well-formed and answerable."""
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -12,9 +13,10 @@ from shoptune.schema import TaskType, parse_example, read_examples
 from shoptune.sources.shipped import load_raw
 from shoptune.tasks.records import RawCorpus
 from shoptune.tasks.registry import Capability, all_subtasks
-from shoptune.tasks.render import answer_text
+from shoptune.tasks.render import answer_text, option_labels
 
 ROOT = Path(__file__).resolve().parents[1]
+OPTION_OR_CANDIDATE = re.compile(r"^\d+\. ", re.MULTILINE)
 SUBTASKS = all_subtasks()
 PUBLISHED_SOURCES = {"amazon-esci", "amazon-m2", "amazon-reviews-2023", "mave"}
 SHIPPED_SOURCES = {t.source for t in SUBTASKS.values()} - PUBLISHED_SOURCES
@@ -59,5 +61,40 @@ def test_subtask_examples(name, corpus, dev_leak):
         else:
             assert parsed == ex.output_field
         assert not dev_leak(ex), f"{name} leaks a development-set question: {ex.input_field[:80]}"
-    # Instructions vary: the prompts do not all start the same way.
-    assert len({ex.input_field[:25] for ex in examples}) >= 2
+    if n >= 20:  # Instructions vary: the prompts do not all start the same way.
+        assert len({ex.input_field[:25] for ex in examples}) >= 2
+
+
+@pytest.mark.parametrize("name", sorted(n for n, t in SUBTASKS.items() if t.source in SHIPPED_SOURCES))
+def test_answers_have_the_shape_their_task_type_is_scored_on(name, corpus):
+    """What a model is taught to answer is what ShopBench scores best: MC one listed option (positions
+    balanced), retrieval three distinct listed indices, ranking a full permutation, NER spans of the input,
+    generation varied text."""
+    task = SUBTASKS[name]
+    examples = task.build(corpus, 200, seed=2)
+    answers = [answer_text(ex.output_field, ex.task_type) for ex in examples]
+    if task.task_type is TaskType.MULTIPLE_CHOICE:
+        assert all(a in option_labels(ex.input_field) for a, ex in zip(answers, examples, strict=True))
+        positions = Counter(answers)
+        options = len(option_labels(examples[0].input_field))
+        assert len(positions) == options and max(positions.values()) < 2.0 * len(examples) / options
+    elif task.task_type is TaskType.RETRIEVAL:
+        for a, ex in zip(answers, examples, strict=True):
+            picked = [int(x) for x in a.split(",")]
+            listed = len(OPTION_OR_CANDIDATE.findall(ex.input_field))
+            assert len(picked) == len(set(picked)) == 3 and all(1 <= i <= listed for i in picked)
+    elif task.task_type is TaskType.RANKING:
+        assert all(sorted(int(x) for x in a.split(",")) == [1, 2, 3, 4, 5] for a in answers)
+    elif task.task_type is TaskType.NER:
+        assert all(ex.output_field and all(e in ex.input_field for e in ex.output_field) for ex in examples)
+    else:
+        # Free text is not one template: answers do not all open with the same three words.
+        openings = Counter(" ".join(a.split()[:3]) for a in answers)
+        assert max(openings.values()) < 0.5 * len(answers) or task.metric.value in ("bleu", "rougel")
+
+
+def test_held_out_draws_use_only_the_reserved_paraphrase(corpus):
+    task = SUBTASKS["category_parent"]
+    reserved = task.templates[-1].split("{")[0]
+    assert all(ex.input_field.startswith(reserved) for ex in task.for_heldout().build(corpus, 20, seed=0))
+    assert not any(ex.input_field.startswith(reserved) for ex in task.build(corpus, 50, seed=0))

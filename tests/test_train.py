@@ -1,4 +1,4 @@
-"""`shoptune train`: LoRA on the embedded model, rank arithmetic, resume, distributed, merge."""
+"""`shoptune train`: LoRA on the tiny model, rank arithmetic, resume, distributed, merge."""
 
 import json
 import os
@@ -6,13 +6,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from shoptune import default_model_path
+from shoptune.hub import tiny_model_path
 from shoptune.schema import write_jsonl
 from shoptune.sources.shipped import load_raw
 from shoptune.tasks.registry import all_subtasks
@@ -68,14 +69,16 @@ def lora_formula(model, rank):
 def test_trainable_parameters_match_the_lora_formula(rank, examples_file):
     from transformers import AutoModelForCausalLM
 
-    base = AutoModelForCausalLM.from_pretrained(default_model_path())
-    model, _ = load_model(config(examples_file, default_model_path(), lora={"rank": rank}))
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_path())
+    model, _ = load_model(config(examples_file, tiny_model_path(), lora={"rank": rank}))
     assert count_parameters(model)["trainable"] == lora_formula(base, rank)
 
 
-def test_lora_on_the_default_model_lowers_held_out_loss(examples_file, tmp_path):
-    summary = train(config(examples_file, default_model_path(), max_steps=24), tmp_path, progress=False)
+def test_lora_on_the_tiny_model_lowers_held_out_loss_evaluating_once_at_the_end(examples_file, tmp_path):
+    summary = train(config(examples_file, tiny_model_path(), max_steps=24, eval_steps=12), tmp_path, progress=False)
     assert summary["final_eval_loss"] < summary["initial_eval_loss"] - 0.1
+    # Mid-way and once at the end, not twice (the evaluation before training is initial_eval_loss).
+    assert [e["step"] for e in summary["log_history"] if "eval_loss" in e] == [12, 24]
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
     assert "rank: 16" in (tmp_path / "config.yaml").read_text()
     assert summary["parameters"]["trainable"] < summary["parameters"]["total"] / 5
@@ -100,6 +103,47 @@ def test_answer_only_loss_and_packing(examples_file, tiny_model):
     assert batch["input_ids"].shape[0] == 1  # one packed row, no padding
     starts = (batch["position_ids"][0] == 0).nonzero().flatten().tolist()
     assert starts == [0, len(encoded[0]["input_ids"]), len(encoded[0]["input_ids"]) + len(encoded[1]["input_ids"])]
+
+
+def test_the_loss_on_answer_positions_only_equals_the_models_own_loss(examples_file, tiny_model):
+    """Logits are computed only where an answer token is predicted, for packed and for padded batches."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, DataCollatorWithFlattening
+
+    from shoptune.schema import read_examples
+    from shoptune.train.trainer import answer_only_loss, encode
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    encoded = [
+        encode(ex, tokenizer, config(examples_file, tiny_model))
+        for ex in read_examples(examples_file / "train.jsonl")[:5]
+    ]
+    for collate in (
+        DataCollatorWithFlattening(return_position_ids=True),
+        DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100),
+    ):
+        batch = {
+            k: v for k, v in collate(encoded).items() if k in ("input_ids", "attention_mask", "position_ids", "labels")
+        }
+        expected = model(**batch).loss
+        torch.testing.assert_close(answer_only_loss(model, dict(batch)), expected)
+        answer_tokens = (batch["labels"][:, 1:] != -100).sum()
+        torch.testing.assert_close(
+            answer_only_loss(model, dict(batch), num_items_in_batch=2 * answer_tokens), expected / 2
+        )
+
+
+def test_a_capped_validation_set_covers_every_subtask(examples_file):
+    from shoptune.schema import read_examples
+    from shoptune.train.trainer import stratified
+
+    held = read_examples(examples_file / "held.jsonl")  # written subtask by subtask
+    picked = stratified(held, 8)
+    assert len(picked) == 8 and Counter(ex.task_name for ex in picked) == dict.fromkeys(
+        ("category_parent", "same_product", "query_offer_ranking", "category_translation_en_de"), 2
+    )
+    everything = stratified(held, 1000)
+    assert sorted(ex.input_field for ex in everything) == sorted(ex.input_field for ex in held)
 
 
 def adapter_tensors(run: Path) -> dict:
@@ -249,6 +293,7 @@ def test_full_fine_tuning_trains_every_weight(examples_file, tiny_model, tmp_pat
     assert (tmp_path / "adapter" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 def test_demo_config_trains_the_default_model_on_a_shipped_mixture(run_cli, tmp_path):
     code, _, err = run_cli(
         "train", ROOT / "configs" / "train" / "demo.yaml", "--out", tmp_path, "--max-steps", "2", "--no-progress"

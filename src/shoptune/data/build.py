@@ -29,11 +29,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from tqdm import tqdm
 
-from shoptune import __version__, default_model_path
+from shoptune import __version__
 from shoptune.config import dump_config
 from shoptune.data.clean import Contamination, Fingerprints, dedupe, fingerprint
 from shoptune.data.spec import MixtureSpec
 from shoptune.errors import ShoptuneError
+from shoptune.hub import tiny_model_path
 from shoptune.schema import Example, atomic_write_text, parse_example, read_examples
 from shoptune.sources.shipped import file_hash, load_raw
 from shoptune.tasks.records import RawCorpus
@@ -209,13 +210,13 @@ def split(spec: MixtureSpec, parts: Sequence[Part]) -> tuple[dict[str, pa.Table]
 
 
 def token_lengths(texts: list[str]) -> tuple[str, list[int]]:
-    """Lengths under the embedded model's tokenizer (words if it is absent)."""
-    path = default_model_path() / "tokenizer.json"
+    """Lengths under the embedded tiny model's tokenizer (words if it is absent): no model conversion for a build."""
+    path = tiny_model_path() / "tokenizer.json"
     if path.is_file():
         from tokenizers import Tokenizer
 
         tok = Tokenizer.from_file(str(path))
-        return "embedded default tokenizer", [len(e.ids) for e in tok.encode_batch(texts)]
+        return "embedded tiny model tokenizer", [len(e.ids) for e in tok.encode_batch(texts)]
     return "whitespace words", [len(t.split()) for t in texts]
 
 

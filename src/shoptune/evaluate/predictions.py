@@ -43,7 +43,7 @@ def read_journal(path: Path) -> dict[int, str]:
     out: dict[int, str] = {}
     if not path.is_file():
         return out
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").split("\n"):  # not splitlines: answers may hold U+2028
         try:
             obj = json.loads(line)
             out[int(obj["index"])] = str(obj["response"])

@@ -18,12 +18,12 @@ from typing import Any, Literal
 from pydantic import Field, field_validator
 from tqdm import tqdm
 
-from shoptune import default_model_path
 from shoptune.config import StrictConfig, dump_config
 from shoptune.errors import ShoptuneError
 from shoptune.evaluate.backends import Backend, HFBackend, OpenAIBackend, VLLMBackend
 from shoptune.evaluate.predictions import Journal, read_journal, read_predictions, write_predictions
 from shoptune.evaluate.scoring import aggregate, render_markdown, score_questions
+from shoptune.hub import DEFAULT_MODEL
 from shoptune.schema import Example, TaskType, atomic_write_text, read_examples
 from shoptune.tasks.render import SHOPBENCH_SYSTEM_PROMPT
 
@@ -45,7 +45,7 @@ CONFIG = "config.yaml"
 class EvalConfig(StrictConfig):
     """Everything that decides what the model answers, plus how the answers are scored."""
 
-    model: str = Field(default_factory=lambda: str(default_model_path()))
+    model: str = DEFAULT_MODEL
     adapter: str | None = None
     backend: Literal["hf", "openai", "vllm"] = "hf"
     base_url: str | None = None

@@ -207,16 +207,23 @@ def render_markdown(result: Mapping[str, Any], title: str = "ShopBench scores") 
     return "\n".join(lines) + "\n"
 
 
+def paired_samples(
+    systems: Sequence[Sequence[QuestionScore]], *, n_bootstrap: int = 1000, seed: int = 0
+) -> dict[str, np.ndarray]:
+    """Bootstrap samples (systems x resamples) of the overall score and of each track score, for several
+    systems answering the same questions, drawn with the same resampled questions for every system, so
+    their differences are paired."""
+    grouped = [_group_tasks(scores) for scores in systems]
+    rng = np.random.default_rng(seed)
+    draws = {name: rng.integers(0, len(t.values), size=(n_bootstrap, len(t.values))) for name, t in grouped[0].items()}
+    per_system = []
+    for tasks in grouped:
+        tracks = _tracks({name: t.score(draws[name]) for name, t in tasks.items()}, tasks)
+        per_system.append({"overall": np.mean(list(tracks.values()), axis=0), **tracks})
+    return {key: np.array([system[key] for system in per_system]) for key in per_system[0]}
+
+
 def paired_overall_samples(
     systems: Sequence[Sequence[QuestionScore]], *, n_bootstrap: int = 1000, seed: int = 0
 ) -> np.ndarray:
-    """Bootstrap samples of the overall score of several systems answering the same questions, drawn
-    with the same resampled questions for every system, so their differences are paired."""
-    grouped = [_group_tasks(scores) for scores in systems]
-    rng = np.random.default_rng(seed)
-    out = []
-    draws = {name: rng.integers(0, len(t.values), size=(n_bootstrap, len(t.values))) for name, t in grouped[0].items()}
-    for tasks in grouped:
-        per_task = {name: t.score(draws[name]) for name, t in tasks.items()}
-        out.append(np.mean(list(_tracks(per_task, tasks).values()), axis=0))
-    return np.array(out)
+    return paired_samples(systems, n_bootstrap=n_bootstrap, seed=seed)["overall"]

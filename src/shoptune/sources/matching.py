@@ -41,7 +41,8 @@ def _price(value: str | None) -> float | None:
 
 def read_pairs(path: Path, source: str) -> list[OfferPair]:
     pairs = []
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    # Not splitlines(): some offer titles hold U+2028, which it would take for a line break.
+    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").split("\n"), start=1):
         if not line.strip():
             continue
         parts = line.split("\t")

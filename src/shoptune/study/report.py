@@ -17,9 +17,17 @@ import numpy as np
 import pandas as pd
 
 from shoptune.evaluate.predictions import read_predictions
-from shoptune.evaluate.scoring import TRACK_SHORT_NAMES, paired_overall_samples, score_questions, track_order
+from shoptune.evaluate.scoring import (
+    TRACK_SHORT_NAMES,
+    paired_overall_samples,
+    paired_samples,
+    score_questions,
+    track_order,
+)
 from shoptune.schema import atomic_write_text, read_examples
 from shoptune.study.results import load_table
+from shoptune.study.runner import VALIDATION, eval_sets
+from shoptune.study.spec import StudySpec
 
 AXES = {"capability": ("n_capabilities", "number of capabilities"), "task": ("n_subtasks", "number of subtasks")}
 
@@ -123,14 +131,84 @@ def track_bars(table: pd.DataFrame, eval_set: str, path: Path) -> pd.DataFrame:
     return bars
 
 
-def paired_steps(out: Path, table: pd.DataFrame, eval_set: str, data_path: Path) -> list[dict[str, Any]]:
-    """For each group, rank and seed: the difference between consecutive designs, with a paired 95% CI."""
-    examples = read_examples(data_path)
-    overall = table[(table.eval_set == eval_set) & (table.level == "overall") & (table.design != "base")]
+def question_scores(out: Path, cell: str, eval_set: str, examples: list) -> list:
+    answers = read_predictions(out / "cells" / cell / "eval" / eval_set / "predictions.jsonl", len(examples))
+    return score_questions(examples, [answers.get(i, "") for i in range(len(examples))])
 
-    def question_scores(cell: str) -> list:
-        answers = read_predictions(out / "cells" / cell / "eval" / eval_set / "predictions.jsonl", len(examples))
-        return score_questions(examples, [answers.get(i, "") for i in range(len(examples))])
+
+def against_base(out: Path, table: pd.DataFrame, sets: dict[str, Path], limit: int | None) -> list[dict[str, Any]]:
+    """Every trained cell minus its base model, overall and per track, on every set both answered, with paired
+    bootstrap 95% intervals (the same resampled questions for both)."""
+    rows = []
+    scores = table[table.level != "task"].set_index(["cell", "eval_set", "name"]).score
+    for eval_set, path in sets.items():
+        here = table[(table.level == "overall") & (table.eval_set == eval_set)]
+        examples = read_examples(path)[:limit]  # the cells answered the first `limit` questions
+        for _model, cells in here.groupby("model"):
+            base = cells[cells.design == "base"]
+            if base.empty:
+                continue
+            base_cell = base.cell.iloc[0]
+            base_scores = question_scores(out, base_cell, eval_set, examples)
+            for r in cells[cells.design != "base"].itertuples():
+                samples = paired_samples([question_scores(out, r.cell, eval_set, examples), base_scores], seed=0)
+                for name, values in samples.items():
+                    low, high = np.percentile(values[0] - values[1], [2.5, 97.5])
+                    tuned, untuned = scores[(r.cell, eval_set, name)], scores[(base_cell, eval_set, name)]
+                    rows.append(
+                        {
+                            "eval_set": eval_set,
+                            "design": r.design,
+                            "rank": int(r.rank),
+                            "seed": int(r.seed),
+                            "name": name,
+                            "base": float(untuned),
+                            "tuned": float(tuned),
+                            "difference": float(tuned - untuned),
+                            "ci_low": float(low),
+                            "ci_high": float(high),
+                        }
+                    )
+    return rows
+
+
+def against_base_lines(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "## Tuned against the base model: paired bootstrap, 95%",
+        "",
+        "Same questions for both; an interval above 0 means the tuning helped beyond question-sampling noise.",
+        "",
+        "| set | design | rank | seed | score | base | tuned | difference | 95% CI |",
+        "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- |",
+    ]
+    for r in rows:
+        name = TRACK_SHORT_NAMES.get(r["name"], r["name"])
+        lines.append(
+            f"| {r['eval_set']} | {r['design']} | {r['rank']} | {r['seed']} | {name} | {r['base']:.4f} | "
+            f"{r['tuned']:.4f} | {r['difference']:+.4f} | [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] |"
+        )
+    for r in rows:
+        if r["name"] == "overall":
+            verdict = (
+                "above 0: a reliable gain"
+                if r["ci_low"] > 0
+                else "below 0: a reliable loss"
+                if r["ci_high"] < 0
+                else "includes 0: no reliable difference"
+            )
+            lines.append(
+                f"\n{r['design']} r={r['rank']} s={r['seed']} on `{r['eval_set']}`: overall {r['difference']:+.4f}, "
+                f"95% interval [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] ({verdict})."
+            )
+    return [*lines, ""]
+
+
+def paired_steps(
+    out: Path, table: pd.DataFrame, eval_set: str, data_path: Path, limit: int | None
+) -> list[dict[str, Any]]:
+    """For each group, rank and seed: the difference between consecutive designs, with a paired 95% CI."""
+    examples = read_examples(data_path)[:limit]
+    overall = table[(table.eval_set == eval_set) & (table.level == "overall") & (table.design != "base")]
 
     steps = []
     for group, (column, _) in AXES.items():
@@ -139,7 +217,8 @@ def paired_steps(out: Path, table: pd.DataFrame, eval_set: str, data_path: Path)
             rows = rows.sort_values(column)
             cells = list(zip(rows.design, rows.cell, rows.score, strict=True))
             for (d1, c1, s1), (d2, c2, s2) in itertools.pairwise(cells):
-                samples = paired_overall_samples([question_scores(c2), question_scores(c1)], seed=0)
+                pair = [question_scores(out, c2, eval_set, examples), question_scores(out, c1, eval_set, examples)]
+                samples = paired_overall_samples(pair, seed=0)
                 low, high = np.percentile(samples[0] - samples[1], [2.5, 97.5])
                 steps.append(
                     {
@@ -182,11 +261,11 @@ def write_report(out: Path) -> Path:
         from shoptune.errors import ShoptuneError
 
         raise ShoptuneError(f"{out}: no finished cells to report on (run `shoptune study run` first)")
-    study = yaml.safe_load((out / "study.yaml").read_text(encoding="utf-8"))
-    data_path = Path(study["eval"]["sets"][0])
-    eval_set = data_path.stem
+    study = StudySpec.model_validate(yaml.safe_load((out / "study.yaml").read_text(encoding="utf-8")))
+    sets = {name: path for name, path in eval_sets(study, out).items() if name != VALIDATION}
+    eval_set, data_path = next(iter(sets.items()))
     lines = [
-        f"# Study report: {study['name']}",
+        f"# Study report: {study.name}",
         "",
         f"{table.cell.nunique()} cells; scores on `{eval_set}` (ShopBench scoring) unless stated. "
         "Every number below is read from results.parquet / results.csv.",
@@ -198,6 +277,10 @@ def write_report(out: Path) -> Path:
     base = table[(table.design == "base") & (table.level == "overall") & (table.eval_set == eval_set)]
     if not base.empty:
         lines += [f"Base model overall: {base.score.mean():.4f}", ""]
+    tuned_vs_base = against_base(out, table, sets, study.eval.limit)
+    if tuned_vs_base:
+        lines += against_base_lines(tuned_vs_base)
+        atomic_write_text(out / "against_base.json", json.dumps(tuned_vs_base, indent=2) + "\n")
     for group in AXES:
         if not table.groups.str.contains(group).any():
             continue
@@ -231,7 +314,7 @@ def write_report(out: Path) -> Path:
             bars.rename(index=TRACK_SHORT_NAMES).round(4).to_markdown(),
             "",
         ]
-    steps = paired_steps(out, table, eval_set, data_path)
+    steps = paired_steps(out, table, eval_set, data_path, study.eval.limit)
     lines += [
         "## Does adding diversity help? Paired bootstrap, 95%",
         "",

@@ -21,12 +21,32 @@ from shoptune.config import dump_config
 from shoptune.data.build import build_mixture, from_row
 from shoptune.data.spec import MixtureSpec
 from shoptune.evaluate.runner import EvalConfig, run_eval
-from shoptune.schema import atomic_write_text, write_jsonl
+from shoptune.schema import atomic_write_text, read_examples, write_jsonl
 from shoptune.study.spec import Cell, StudySpec, expand
 from shoptune.train.config import TrainConfig
 from shoptune.train.trainer import train
 
-HELD_OUT = "held-out"
+VALIDATION = "validation"
+
+
+def eval_sets(study: StudySpec, out: Path) -> dict[str, Path]:
+    """The evaluation sets by name; with per_task, each is cut once to its fixed subset under DIR/sets/."""
+    sets = {Path(p).stem: Path(p) for p in study.eval.sets}
+    if study.eval.per_task is None:
+        return sets
+    cut = {}
+    for name, path in sets.items():
+        target = out / "sets" / f"{name}.jsonl"
+        if not target.is_file():
+            taken: dict[str, int] = {}
+            rows = []
+            for ex in read_examples(path):
+                taken[ex.task_name] = taken.get(ex.task_name, 0) + 1
+                if taken[ex.task_name] <= study.eval.per_task:
+                    rows.append(ex.to_json())
+            write_jsonl(target, rows)
+        cut[name] = target
+    return cut
 
 
 def mixture_for(cell: Cell, out: Path) -> Path:
@@ -45,7 +65,7 @@ def mixture_for(cell: Cell, out: Path) -> Path:
 
 def run_cell(cell: Cell, study: StudySpec, out: Path, progress: bool) -> dict[str, Any]:
     folder = out / "cells" / cell.key
-    eval_sets = {Path(p).stem: Path(p) for p in study.eval.sets}
+    sets = eval_sets(study, out)
     adapter = None
     if cell.mixture is not None:
         mixture = mixture_for(cell, out)
@@ -59,12 +79,12 @@ def run_cell(cell: Cell, study: StudySpec, out: Path, progress: bool) -> dict[st
         config = TrainConfig.model_validate(settings)
         summary = train(config, folder / "train", progress=progress)
         adapter = str(folder / "train" / "adapter")
-        if study.eval.held_out:
-            eval_sets[HELD_OUT] = mixture / "validation.jsonl"
+        if study.eval.validation:
+            sets[VALIDATION] = mixture / "validation.jsonl"
     else:
         summary = {}
     scores = {}
-    for name, path in eval_sets.items():
+    for name, path in sets.items():
         config = EvalConfig(model=cell.model, adapter=adapter, batch_size=study.eval.batch_size, limit=study.eval.limit)
         scores[name] = run_eval(path, folder / "eval" / name, config, progress=progress).scores
     cell_info = dict(cell.__dict__)

@@ -15,23 +15,31 @@ from typing import Annotated, Any
 
 from pydantic import Field
 
-from shoptune import __version__, default_model_path
+from shoptune import __version__
 from shoptune.config import StrictConfig, load_config
 from shoptune.data.spec import MixtureSpec
+from shoptune.hub import DEFAULT_MODEL
 
 GROUPS = ("capability", "task")  # the paper's two ablation axes
 
 
 class EvalSettings(StrictConfig):
-    sets: list[Path] = Field(default_factory=lambda: [Path("data/shopbench/development.json")])
-    held_out: bool = True  # also score each cell on its mixture's validation split
+    """Each set is named by its file's stem (development, heldout); `validation` is the mixture's own split."""
+
+    sets: list[Path] = Field(
+        default_factory=lambda: [Path("data/shopbench/development.json"), Path("data/heldout/heldout.jsonl")]
+    )
+    validation: bool = True  # also score each trained cell on its mixture's validation split
+    # Score only the first N questions of every task of each set (the same ones for every cell): a
+    # fixed, stratified subset, for a study that must fit a time budget. None: every question.
+    per_task: int | None = Field(None, ge=1)
     batch_size: int | None = None
     limit: int | None = None
 
 
 class StudySpec(StrictConfig):
     name: str
-    models: list[str] = Field(default_factory=lambda: ["default"])  # "default" is the embedded model
+    models: list[str] = Field(default_factory=lambda: ["default"])  # "default": smollm2-135m-instruct
     designs: dict[str, list[Path]]  # group ("capability" or "task") -> mixture specs, least to most diverse
     ranks: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [16], min_length=1)
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
@@ -41,7 +49,7 @@ class StudySpec(StrictConfig):
     include_base: bool = True  # score each base model untrained, as the reference
 
     def model_path(self, model: str) -> str:
-        return str(default_model_path()) if model == "default" else model
+        return DEFAULT_MODEL if model == "default" else model
 
 
 @dataclass(frozen=True)

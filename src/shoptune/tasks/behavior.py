@@ -74,35 +74,63 @@ def query_offer_ranking(task: Subtask, corpus: RawCorpus, rng: random.Random) ->
     return task.example(prompt, [relevance(o) for o in candidates])
 
 
+def products(corpus: RawCorpus) -> list[list[Offer]]:
+    """Offers grouped into products: the connected components of the "same product" pairs of each source,
+    largest first (a product that several shops list has several offers)."""
+
+    def compute(c: RawCorpus) -> list[list[Offer]]:
+        parent: dict[tuple[str, Offer], tuple[str, Offer]] = {}
+
+        def root(node: tuple[str, Offer]) -> tuple[str, Offer]:
+            while parent.setdefault(node, node) != node:
+                parent[node] = parent[parent[node]]
+                node = parent[node]
+            return node
+
+        for pair in c.pairs:
+            if pair.same:
+                parent[root((pair.source, pair.left))] = root((pair.source, pair.right))
+        groups = group_by(parent, root)
+        found = [
+            sorted({offer.title: offer for _, offer in members}.values(), key=lambda o: o.title)
+            for members in groups.values()
+        ]
+        return sorted(found, key=lambda offers: (-len(offers), offers[0].title))
+
+    return corpus.derived("products", compute)
+
+
 @subtask(
     "matching_offer_retrieval",
     B,
     TaskType.RETRIEVAL,
     Metric.HIT_RATE_3,
-    "product-matching",
-    "find the offer for the same product among ten, as a shopper comparing shops would",
+    "product-matching (offers grouped into products by their matching labels)",
+    "find the three other shops' offers of the product a shopper viewed, among ten",
     [
-        "Instructions: A shopper viewed the product below and wants it from another shop. Which of the following "
-        "offers is the same product? Answer with three candidate numbers, most likely first, separated with "
-        "comma.\nViewed: {title}\n{candidates}\nOutput:",
-        "Product: {title}\nSelect the listing that sells exactly this product. Give your top 3 guesses as "
-        "comma-separated numbers.\n{candidates}\nOutput:",
-        "Instructions: Find the same item in the list below (output three numbers, separated with comma).\n"
-        "Item: {title}\n{candidates}\nOutput:",
+        "Instructions: A shopper viewed the product below and wants it from another shop. Which three of the "
+        "following offers are the same product? Answer with three candidate numbers, separated with comma.\n"
+        "Viewed: {title}\n{candidates}\nOutput:",
+        "Product: {title}\nSelect the three listings that sell exactly this product. Give the 3 numbers, "
+        "comma-separated.\n{candidates}\nOutput:",
+        "Instructions: Three of the items below are the same item as the one given. Find them and output "
+        "their three numbers, separated with comma.\nItem: {title}\n{candidates}\nOutput:",
     ],
 )
 def matching_offer_retrieval(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
-    pairs = matches(corpus)
-    if not pairs:
+    listed = corpus.derived("products_4", lambda c: [p for p in products(c) if len(p) >= 4])
+    if not listed:
         return None
-    pair = rng.choice(pairs)
-    negatives = distinct_sample(rng, corpus.derived("all_offers", RawCorpus.offers), 9, exclude=pair.right)
-    if negatives is None or pair.left in negatives:
+    offers = rng.choice(listed)
+    viewed, *same = rng.sample(offers, 4)
+    titles = {o.title for o in offers}
+    negatives = distinct_sample(rng, corpus.derived("all_offers", RawCorpus.offers), 7, exclude=None)
+    if negatives is None or titles & {o.title for o in negatives}:
         return None
-    candidates = [pair.right, *negatives]
+    candidates = [*same, *negatives]
     rng.shuffle(candidates)
-    prompt = task.template(rng, title=pair.left.title, candidates=numbered([o.title for o in candidates]))
-    return task.example(prompt, [candidates.index(pair.right) + 1])
+    prompt = task.template(rng, title=viewed.title, candidates=numbered([o.title for o in candidates]))
+    return task.example(prompt, sorted(candidates.index(o) + 1 for o in same))
 
 
 @subtask(

@@ -55,10 +55,40 @@ def category_explanation(task: Subtask, corpus: RawCorpus, rng: random.Random) -
     if len(cat.path) < 2:
         return None
     kids = [k.name for k in children_of(corpus).get(cat.path, [])]
-    answer = f"{cat.name} is a product category within {cat.parent[-1]}, under {' > '.join(cat.parent)}."
+    siblings = [s.name for s in children_of(corpus).get(cat.parent, []) if s.name != cat.name]
+    return task.example(task.template(rng, name=cat.name), explain(cat, kids, siblings, rng))
+
+
+def explain(cat: Category, kids: list[str], siblings: list[str], rng: random.Random) -> str:
+    """A short explanation in one of several phrasings, each read off the tree (so derived, not annotated);
+    one fixed sentence pattern teaches a model to repeat the pattern instead of describing the category."""
+    department, parent = cat.path[0], cat.parent[-1]
+    opening = rng.choice(
+        [
+            f"{cat.name} is a product category within {parent}.",
+            f"{cat.name} are products sold in the {department} department, as part of {parent}.",
+            f"The category {cat.name} groups {parent.lower()} products of one kind.",
+            f"Shops list {cat.name} under {' > '.join(cat.parent)}.",
+            f"{cat.name} is a subcategory of {parent} in the {department} section of a shop.",
+        ]
+    )
+    details = []
     if kids:
-        answer += f" It covers products such as {', '.join(kids[:3])}."
-    return task.example(task.template(rng, name=cat.name), answer)
+        picked = rng.sample(kids, min(len(kids), rng.randint(1, 3)))
+        details.append(
+            rng.choice(["It covers products such as {}.", "It includes {}.", "Typical items are {}."]).format(
+                ", ".join(picked)
+            )
+        )
+    if siblings and rng.random() < 0.6:
+        picked = rng.sample(siblings, min(len(siblings), rng.randint(1, 2)))
+        details.append(
+            rng.choice(["Related categories are {}.", "It sits next to {}.", "Nearby you also find {}."]).format(
+                " and ".join(picked)
+            )
+        )
+    rng.shuffle(details)
+    return " ".join([opening, *details])
 
 
 @subtask(

@@ -29,9 +29,12 @@ def describe(offer: Offer) -> str:
     "product-matching",
     "decide whether two offers describe the same product",
     [
-        "Do the following two product offers refer to the same product?\nOffer A: {a}\nOffer B: {b}",
-        "Two shops list these items. Are they the same product?\nFirst: {a}\nSecond: {b}",
-        "Product 1: {a}\nProduct 2: {b}\nCould a customer buy either listing and receive the same product?",
+        "Do the following two product offers refer to the same product?\nOffer A: {a}\nOffer B: {b}\n"
+        "0. Yes, they are the same product.\n1. No, they are different products.\nAnswer: ",
+        "Two shops list these items. Are they the same product?\nFirst: {a}\nSecond: {b}\n"
+        "0. Yes, both listings sell one product.\n1. No, the listings sell two different products.\nAnswer: ",
+        "Product 1: {a}\nProduct 2: {b}\nCould a customer buy either listing and receive the same product?\n"
+        "0. Yes\n1. No\nAnswer: ",
     ],
 )
 def same_product(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
@@ -43,9 +46,8 @@ def same_product(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Exampl
     if not pool:
         return None
     pair = rng.choice(pool)
-    question = task.template(rng, a=describe(pair.left), b=describe(pair.right))
-    options = ["Yes, they are the same product.", "No, they are different products."]
-    prompt = f"{question}\n0. {options[0]}\n1. {options[1]}\nAnswer: "
+    # Each paraphrase words its own options, so no wording is shared with the held-out paraphrase.
+    prompt = task.template(rng, a=describe(pair.left), b=describe(pair.right))
     return task.example(prompt, 0 if pair.same else 1)
 
 

@@ -3,10 +3,14 @@
 A subtask knows its capability, ShopBench task type and metric, the source it is built from, its
 instruction paraphrases, and a builder that turns raw records into examples. The capability modules
 register their subtasks here on import; `all_subtasks()` imports them all.
+
+The last paraphrase of every subtask is reserved for the held-out benchmark (`shoptune data heldout`):
+training prompts never use it, so the benchmark also measures whether a skill survives a new wording.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import random
 from collections.abc import Callable, Iterable, Sequence
@@ -45,8 +49,12 @@ class Subtask:
     metric: Metric
     source: str
     description: str
-    templates: tuple[str, ...]
+    templates: tuple[str, ...]  # the last one is reserved for the held-out benchmark
     draw: Builder  # one example from a random draw, or None when the draw does not fit
+    heldout: bool = False  # draws use the reserved paraphrase instead of the training ones
+
+    def for_heldout(self) -> Subtask:
+        return dataclasses.replace(self, heldout=True)
 
     def example(self, prompt: str, answer: Any, language: str = "en") -> Example:
         """A validated record; the id is a content hash so the same example is the same id everywhere."""
@@ -66,7 +74,8 @@ class Subtask:
         )
 
     def template(self, rng: random.Random, **fields: Any) -> str:
-        return rng.choice(self.templates).format(**fields)
+        choices = self.templates[-1:] if self.heldout else self.templates[:-1]
+        return rng.choice(choices).format(**fields)
 
     def build(self, corpus: RawCorpus, n: int, seed: int, patience: int = 2000) -> list[Example]:
         """Up to n distinct examples, the same ones for the same corpus and seed; stops early once
@@ -96,7 +105,8 @@ def subtask(
     description: str,
     templates: Sequence[str],
 ) -> Callable[[Builder], Builder]:
-    """Register a builder as a subtask; at least three paraphrased instructions keep prompts varied."""
+    """Register a builder as a subtask; at least three paraphrased instructions keep prompts varied (two for
+    training, the last for the held-out benchmark)."""
     if len(templates) < 3:
         raise ValueError(f"subtask {name}: give at least 3 instruction templates")
 

@@ -7,8 +7,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from shoptune import default_model_path
 from shoptune.config import StrictConfig
+from shoptune.hub import DEFAULT_MODEL
 from shoptune.tasks.render import SHOPBENCH_SYSTEM_PROMPT
 
 
@@ -22,7 +22,7 @@ class LoraSettings(StrictConfig):
 
 
 class TrainConfig(StrictConfig):
-    model: str = Field(default_factory=lambda: str(default_model_path()))
+    model: str = DEFAULT_MODEL
     mixture: Path | None = None  # a folder written by `shoptune data build`
     data: Path | None = None  # or ShopBench-format JSON Lines
     eval_data: Path | None = None  # held-out JSON Lines; default: the mixture's validation split

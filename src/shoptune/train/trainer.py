@@ -5,11 +5,13 @@ logging, DDP/FSDP/DeepSpeed under `accelerate launch`), PEFT for LoRA/DoRA/rsLoR
 adds the ShopBench rendering (the same prompt as evaluation, the answer in the parsers' format),
 loss on the answer tokens only, and packing: a batch's examples are laid end to end in one row, with
 position ids restarting per example, so attention never crosses an example boundary and no compute
-is spent on padding.
+is spent on padding. The output layer runs only where the loss is (the answer tokens): with a
+50k-word vocabulary, logits for every prompt token would be most of a step's memory.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -44,12 +46,23 @@ def mixture_folder(config: TrainConfig, out: Path) -> Path:
     return folder
 
 
+def stratified(examples: list[Example], n: int) -> list[Example]:
+    """n examples taken in turn from each subtask, so a capped validation set still covers every subtask."""
+    by_task: dict[str, list[Example]] = {}
+    for ex in examples:
+        by_task.setdefault(ex.task_name, []).append(ex)
+    picked: list[Example] = []
+    for row in itertools.zip_longest(*by_task.values()):
+        picked.extend(ex for ex in row if ex is not None)
+    return picked[:n]
+
+
 def load_examples(config: TrainConfig) -> tuple[list[Example], list[Example]]:
-    """(train, held-out) examples from a mixture folder or from JSON Lines files."""
+    """(train, validation) examples from a mixture folder or from JSON Lines files."""
     if config.data is not None:
         train = read_examples(config.data)
         held_out = read_examples(config.eval_data) if config.eval_data else []
-        return train, held_out[: config.max_eval_examples]
+        return train, stratified(held_out, config.max_eval_examples)
     import datasets
 
     from shoptune.data.build import from_row
@@ -62,7 +75,7 @@ def load_examples(config: TrainConfig) -> tuple[list[Example], list[Example]]:
         held_out = read_examples(config.eval_data)
     else:
         held_out = [from_row(row) for row in mixture["validation"]] if "validation" in mixture else []
-    return train, held_out[: config.max_eval_examples]
+    return train, stratified(held_out, config.max_eval_examples)
 
 
 def encode(example: Example, tokenizer: Any, config: TrainConfig) -> dict[str, list[int]]:
@@ -133,6 +146,47 @@ def load_model(config: TrainConfig) -> tuple[Any, Any]:
     return get_peft_model(model, lora), tokenizer
 
 
+def answer_only_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+    """Next-token cross-entropy over the answer tokens, with the output layer applied at those positions only.
+
+    Token t+1 is predicted at position t, so the kept positions are those whose next label is not -100;
+    the sum is divided by the answer tokens of the whole accumulated batch when the Trainer counts them
+    (exact gradient accumulation), else by this batch's.
+    """
+    import torch
+
+    labels = inputs.pop("labels")
+    targets = labels[:, 1:]
+    keep = (targets != -100).any(dim=0).nonzero().squeeze(-1)
+    logits = model(**inputs, logits_to_keep=keep).logits.float()
+    chosen = targets[:, keep]
+    loss = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), chosen.reshape(-1), ignore_index=-100, reduction="sum"
+    )
+    count = num_items_in_batch if num_items_in_batch is not None else (chosen != -100).sum()
+    return loss / count
+
+
+def make_trainer(*args: Any, **kwargs: Any) -> Any:
+    """transformers' Trainer with the answer-only loss."""
+    from transformers import Trainer
+
+    class AnswerOnlyTrainer(Trainer):
+        loss_is_scaled_for_ga = True  # divided by the accumulated batch's answer tokens, as the models' own loss is
+
+        def compute_loss(
+            self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
+        ) -> Any:
+            loss = answer_only_loss(model, dict(inputs), num_items_in_batch)
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                # num_items_in_batch counts every process's answer tokens and DDP averages the gradients, so
+                # each process's share is scaled back up, exactly as Trainer does for a model's own loss.
+                loss = loss * self.accelerator.num_processes
+            return (loss, {}) if return_outputs else loss
+
+    return AnswerOnlyTrainer(*args, **kwargs)
+
+
 def use_bf16(config: TrainConfig) -> bool:
     import torch
 
@@ -147,7 +201,6 @@ def train(config: TrainConfig, out: Path, *, resume: bool = True, progress: bool
         DataCollatorForSeq2Seq,
         DataCollatorWithFlattening,
         PrinterCallback,
-        Trainer,
         TrainingArguments,
     )
 
@@ -199,8 +252,9 @@ def train(config: TrainConfig, out: Path, *, resume: bool = True, progress: bool
         ddp_backend="gloo" if not _cuda() and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
         dataloader_num_workers=0,
         include_num_input_tokens_seen="all",
+        prediction_loss_only=True,
     )
-    trainer = Trainer(
+    trainer = make_trainer(
         model=model,
         args=args,
         train_dataset=train_set,
@@ -212,7 +266,7 @@ def train(config: TrainConfig, out: Path, *, resume: bool = True, progress: bool
         trainer.remove_callback(PrinterCallback)  # quiet means quiet: no per-step dicts on stdout
     initial_eval = trainer.evaluate()["eval_loss"] if eval_set is not None and not _has_checkpoint(out) else None
     result = trainer.train(resume_from_checkpoint=resume and _has_checkpoint(out))
-    final_eval = trainer.evaluate()["eval_loss"] if eval_set is not None else None
+    final_eval = final_eval_loss(trainer) if eval_set is not None else None
     if trainer.is_world_process_zero():
         model.config.use_cache = True  # saved models generate with a KV cache again
         trainer.save_model(str(out / ADAPTER))
@@ -227,11 +281,20 @@ def train(config: TrainConfig, out: Path, *, resume: bool = True, progress: bool
             "initial_eval_loss": initial_eval,
             "final_eval_loss": final_eval,
             "tokens_seen": trainer.state.num_input_tokens_seen,
+            "train_seconds": result.metrics.get("train_runtime"),
             "log_history": trainer.state.log_history,
         }
         atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=2, default=_jsonable) + "\n")
         return summary
     return {}
+
+
+def final_eval_loss(trainer: Any) -> float:
+    """The validation loss after the last step: the one logged at that step if training ended on an evaluation
+    step, else evaluated now (never twice)."""
+    step = trainer.state.global_step
+    logged = [e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e and e.get("step") == step]
+    return logged[-1] if logged else trainer.evaluate()["eval_loss"]
 
 
 def _jsonable(value: Any) -> Any:

@@ -1,14 +1,14 @@
-"""The embedded default model: loads like any Hugging Face model and runs the real pipeline end to end."""
+"""The embedded tiny model (shoptune-tiny-5m): loads like any Hugging Face model and runs the pipeline end to end."""
 
 import json
 
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from shoptune import default_model_path
+from shoptune.hub import tiny_model_path
 
 
 def test_loads_with_auto_classes_and_is_small():
-    path = default_model_path()
+    path = tiny_model_path()
     model = AutoModelForCausalLM.from_pretrained(path)
     tokenizer = AutoTokenizer.from_pretrained(path)
     assert model.config.model_type == "llama"
@@ -20,12 +20,11 @@ def test_loads_with_auto_classes_and_is_small():
     assert (path / "README.md").read_text().startswith("# shoptune default model")
 
 
-def test_readme_main_job_on_the_default_model(run_cli, dev_set, tmp_path):
-    """`shoptune eval run` with no --model: the README's main command, on all 96 questions."""
-    code, out, err = run_cli("eval", "run", dev_set, "--out", tmp_path, "--no-progress")
+def test_eval_run_by_name_on_all_96_questions(run_cli, dev_set, tmp_path):
+    """`--model shoptune-tiny-5m`: a model name works like a path, on all 96 questions."""
+    code, out, err = run_cli("eval", "run", dev_set, "--model", "shoptune-tiny-5m", "--out", tmp_path, "--no-progress")
     assert code == 0, err
     scores = json.loads((tmp_path / "scores.json").read_text())
     assert len(scores["tracks"]) == 4 and scores["missing"] == 0
     assert "answered 96 question(s)" in err and "overall" in out
-    config = (tmp_path / "config.yaml").read_text()
-    assert str(default_model_path()) in config
+    assert "model: shoptune-tiny-5m" in (tmp_path / "config.yaml").read_text()

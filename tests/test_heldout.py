@@ -1,0 +1,86 @@
+"""The held-out benchmark: large, covering, reproducible, and never trained on."""
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import datasets
+import pytest
+
+from shoptune.config import load_config
+from shoptune.data.build import build_mixture, from_row
+from shoptune.data.clean import Contamination, fingerprint
+from shoptune.data.heldout import DEFAULT_PATH, build_heldout
+from shoptune.data.spec import MixtureSpec
+from shoptune.schema import TaskType, read_examples
+from shoptune.sources.shipped import heldout_subtree, load_raw
+from shoptune.tasks.registry import TRACK_OF, Capability, all_subtasks
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED = ROOT / DEFAULT_PATH
+
+
+@pytest.fixture(scope="module")
+def heldout():
+    return read_examples(SHIPPED)
+
+
+def test_the_shipped_file_is_what_the_command_builds(run_cli, tmp_path):
+    code, _, err = run_cli("data", "heldout", "--out", tmp_path / "h.jsonl", "--raw-dir", ROOT / "data" / "raw")
+    assert code == 0, err
+    assert (tmp_path / "h.jsonl").read_bytes() == SHIPPED.read_bytes()
+    manifest = json.loads((tmp_path / "h.manifest.json").read_text())
+    assert manifest == json.loads(SHIPPED.with_name("heldout.manifest.json").read_text())
+
+
+def test_it_is_large_and_covers_every_subtask_type_and_track(heldout):
+    assert len(heldout) >= 1500
+    per_subtask = Counter(ex.task_name for ex in heldout)
+    train_corpus = load_raw(ROOT / "data" / "raw")
+    with_data = {name for name, task in all_subtasks().items() if task.build(train_corpus, 1, 0)}
+    assert set(per_subtask) == with_data and min(per_subtask.values()) >= 50
+    assert {ex.task_type for ex in heldout} == set(TaskType)
+    assert {ex.track for ex in heldout} == {TRACK_OF[c] for c in Capability}
+
+
+def test_it_uses_only_the_reserved_paraphrase(heldout):
+    """No held-out prompt starts like a training paraphrase of its subtask (the text before the first field)."""
+    subtasks = all_subtasks()
+    for ex in heldout:
+        training = subtasks[ex.task_name].templates[:-1]
+        reserved = subtasks[ex.task_name].templates[-1]
+        prefixes = [t.split("{")[0] for t in training if t.split("{")[0] != reserved.split("{")[0]]
+        assert not any(prefix and ex.input_field.startswith(prefix) for prefix in prefixes)
+
+
+def test_training_never_sees_a_held_out_taxonomy_subtree_or_matching_pair():
+    train, held = load_raw(ROOT / "data" / "raw", "train"), load_raw(ROOT / "data" / "raw", "heldout")
+    assert not any(heldout_subtree(c.path) for c in train.categories["en"])
+    assert held.categories["en"] and all(heldout_subtree(c.path) for c in held.categories["en"])
+    assert not {i for i in train.sources if "product-matching" in i} & {
+        i for i in held.sources if "product-matching" in i
+    }
+
+
+def test_all_yaml_has_zero_overlap_with_it(heldout, tmp_path):
+    spec = load_config(MixtureSpec, ROOT / "configs" / "mixtures" / "all.yaml").resolve_paths(ROOT)
+    assert any(p.name == "heldout.jsonl" for p in spec.decontaminate)
+    build_mixture(spec, tmp_path / "mix")
+    mixture = datasets.load_from_disk(str(tmp_path / "mix"))
+    prompts = {p for split in mixture.values() for p in split["input_field"]}
+    assert not prompts & {ex.input_field for ex in heldout}
+    leak = Contamination(heldout, spec.ngram)
+    built = [from_row(row) for split in mixture.values() for row in split]
+    assert not fingerprint(built, leak).contaminated.any()
+
+
+def test_every_shipped_mixture_spec_decontaminates_against_it():
+    for path in sorted((ROOT / "configs" / "mixtures").glob("*.yaml")):
+        spec = load_config(MixtureSpec, path).resolve_paths(ROOT)
+        assert (ROOT / DEFAULT_PATH).resolve() in [p.resolve() for p in spec.decontaminate], path.name
+
+
+def test_building_is_deterministic_and_per_subtask_sized():
+    a, info = build_heldout(ROOT / "data" / "raw", per_subtask=5, seed=3)
+    b, _ = build_heldout(ROOT / "data" / "raw", per_subtask=5, seed=3)
+    assert a == b and set(info["by_subtask"].values()) == {5}
