@@ -1,0 +1,79 @@
+"""Choose the main job's training budget on the mixture's validation loss, never on a benchmark score.
+
+Trains the demo study's one cell (same model, mixture, rank and settings as `configs/studies/demo.yaml`)
+at each learning rate and number of steps given, and reports each run's validation loss (the mixture's
+own validation split, stratified over subtasks) and training time. The demo's settings are then the
+lowest loss whose whole study still fits the time budget.
+
+    python scripts/choose_demo_budget.py [--lrs 5e-4,1e-3,2e-3] [--steps 64] [--out runs/budget] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from shoptune.config import load_config
+from shoptune.data.build import build_mixture
+from shoptune.data.spec import MixtureSpec
+from shoptune.study.spec import load_study
+from shoptune.train.config import TrainConfig
+from shoptune.train.trainer import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study", type=Path, default=ROOT / "configs" / "studies" / "demo.yaml")
+    parser.add_argument("--lrs", default="5e-4,1e-3,2e-3")
+    parser.add_argument("--steps", default="64")
+    parser.add_argument("--out", type=Path, default=Path("runs/budget"))
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+
+    study = load_study(args.study)
+    (spec_path,) = {p for specs in study.designs.values() for p in specs}
+    spec = load_config(MixtureSpec, spec_path, study.mixture).resolve_paths(spec_path.parent)
+    mixture = args.out / "mixture"
+    if not (mixture / "manifest.json").is_file():
+        build_mixture(spec, mixture)
+    rows = []
+    for steps in [int(s) for s in args.steps.split(",")]:
+        for lr in [float(x) for x in args.lrs.split(",")]:
+            settings = {
+                **study.train,
+                "model": study.model_path(study.models[0]),
+                "mixture": str(mixture),
+                "lora": {**study.train.get("lora", {}), "rank": study.ranks[0]},
+                "learning_rate": lr,
+                "max_steps": steps,
+            }
+            summary = train(TrainConfig.model_validate(settings), args.out / f"lr{lr:g}-steps{steps}", progress=False)
+            row = {
+                "learning_rate": lr,
+                "steps": steps,
+                "batch_size": settings["batch_size"],
+                "rank": study.ranks[0],
+                "initial_validation_loss": summary["initial_eval_loss"],
+                "validation_loss": summary["final_eval_loss"],
+                "train_seconds": summary["train_seconds"],
+                "validation_examples": summary["eval_examples"],
+            }
+            rows.append(row)
+            print(
+                f"lr {lr:g}, {steps} steps x {row['batch_size']}: validation loss {row['initial_validation_loss']:.3f} "
+                f"-> {row['validation_loss']:.3f} ({row['validation_examples']} examples), "
+                f"{row['train_seconds']:.0f} s training",
+                flush=True,
+            )
+    best = min(rows, key=lambda r: r["validation_loss"])
+    print(f"lowest validation loss: lr {best['learning_rate']:g}, {best['steps']} steps")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"runs": rows, "lowest": best}, indent=2) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
