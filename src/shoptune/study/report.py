@@ -172,11 +172,42 @@ def against_base(out: Path, table: pd.DataFrame, sets: dict[str, Path], limit: i
     return rows
 
 
+def plot_against_base(rows: list[dict[str, Any]], path: Path) -> None:
+    """Tuned minus base, overall and per track, with the paired 95% interval: one panel per evaluation set."""
+    plt = _plt()
+    sets = list(dict.fromkeys(r["eval_set"] for r in rows))
+    fig, axes = plt.subplots(1, len(sets), figsize=(5.6 * len(sets), 3.4), sharey=True, squeeze=False)
+    for ax, eval_set in zip(axes[0], sets, strict=True):
+        mine = [r for r in rows if r["eval_set"] == eval_set]
+        cells = list(dict.fromkeys((r["design"], r["rank"], r["seed"]) for r in mine))
+        names = list(dict.fromkeys(r["name"] for r in mine))
+        width = 0.8 / len(cells)
+        for i, cell in enumerate(cells):
+            part = {r["name"]: r for r in mine if (r["design"], r["rank"], r["seed"]) == cell}
+            x = np.arange(len(names)) + i * width
+            diff = np.array([part[n]["difference"] for n in names])
+            err = np.array([[diff[j] - part[n]["ci_low"], part[n]["ci_high"] - diff[j]] for j, n in enumerate(names)]).T
+            ax.bar(x, diff, width, yerr=err, capsize=3, label=f"{cell[0]} r={cell[1]} s={cell[2]}")
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(
+            np.arange(len(names)) + width * (len(cells) - 1) / 2, [TRACK_SHORT_NAMES.get(n, n) for n in names]
+        )
+        ax.set_title(eval_set)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].set_ylabel("tuned minus base (95% CI)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def against_base_lines(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## Tuned against the base model: paired bootstrap, 95%",
         "",
         "Same questions for both; an interval above 0 means the tuning helped beyond question-sampling noise.",
+        "",
+        "![tuned minus base](against_base.png)",
         "",
         "| set | design | rank | seed | score | base | tuned | difference | 95% CI |",
         "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- |",
@@ -279,6 +310,7 @@ def write_report(out: Path) -> Path:
         lines += [f"Base model overall: {base.score.mean():.4f}", ""]
     tuned_vs_base = against_base(out, table, sets, study.eval.limit)
     if tuned_vs_base:
+        plot_against_base(tuned_vs_base, out / "against_base.png")
         lines += against_base_lines(tuned_vs_base)
         atomic_write_text(out / "against_base.json", json.dumps(tuned_vs_base, indent=2) + "\n")
     for group in AXES:
