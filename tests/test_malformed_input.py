@@ -183,3 +183,10 @@ def test_out_is_a_file(tmp_path, run_cli, dev_set):
     assert code == 2 and "exists and is not a directory" in err
     assert (tmp_path / "out").read_text() == "keep me"
     assert json.loads(preds.read_text()) == {"index": 0, "response": "1"}
+
+
+def test_an_output_file_under_a_file_is_one_clear_error(tmp_path, run_cli):
+    (tmp_path / "plain").write_text("keep me")
+    code, _, err = run_cli("data", "heldout", "--out", tmp_path / "plain" / "h.jsonl", "--per-subtask", "1")
+    assert code == 2 and "cannot write there" in err and "Traceback" not in err
+    assert (tmp_path / "plain").read_text() == "keep me"

@@ -38,6 +38,19 @@ def test_the_packaged_smollm2_converts_once_into_a_loadable_folder(home):
     assert len(list((home / "models").iterdir())) == 2  # the folder and its lock file; no temporary left
 
 
+def test_a_killed_conversion_leaves_nothing_that_a_later_one_keeps(home, tmp_path, monkeypatch):
+    """A temporary folder from a conversion killed mid-way is removed by the next conversion of that file."""
+    gguf = tmp_path / "tiny.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(32))
+    folder = home / "models" / f"tiny-{hub.sha256_of(gguf)[:16]}"
+    stale = folder.parent / f".{folder.name}.killed"
+    stale.mkdir(parents=True)
+    (stale / "model.safetensors").write_bytes(bytes(16))
+    with pytest.raises(ShoptuneError):  # the file itself is no model; the clean-up comes first
+        resolve_model_source(str(gguf), False)
+    assert not stale.exists() and not folder.exists()
+
+
 def test_a_truncated_gguf_is_one_clear_error(home, tmp_path):
     gguf = hub.packaged_gguf(DEFAULT_MODEL)
     bad = tmp_path / "broken.gguf"

@@ -125,6 +125,9 @@ def converted(gguf: Path) -> Path:
         raise ShoptuneError(f"cannot create {folder.parent} for converted models ({exc}); set SHOPTUNE_HOME") from None
     with _locked(folder.parent / f".{folder.name}.lock"):
         if not (folder / CONVERTED).is_file():  # another process may have converted it meanwhile
+            # Temporary folders left by a conversion that was killed (the lock is ours, so none is in use).
+            for stale in (p for p in folder.parent.glob(f".{folder.name}.*") if p.is_dir()):
+                shutil.rmtree(stale, ignore_errors=True)
             _convert(gguf, digest, folder)
     return folder
 

@@ -212,8 +212,11 @@ def read_examples(path: Path | str) -> list[Example]:
 def atomic_write_text(path: Path | str, text: str) -> None:
     """Write to a temporary file beside the target, then rename: readers see old or new, never half."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:  # a parent that is a file, a read-only or missing place: the user's path, not a bug
+        raise ShoptuneError(f"{path}: cannot write there ({exc.strerror})") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
