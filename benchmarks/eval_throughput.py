@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def baseline_answers(backend: HFBackend, prompts: list[str], is_mc: list[bool]) -> list[str]:
     out = []
     for prompt, mc in zip(prompts, is_mc, strict=True):
-        enc = backend.encode([prompt], 1 if mc else 100)  # the same rendering and truncation as the engine
+        enc = backend.encode([prompt])  # the same rendering and truncation as the engine
         with torch.inference_mode():
             ids = backend.model.generate(
                 **enc, max_new_tokens=1 if mc else 100, do_sample=False, pad_token_id=backend.tokenizer.pad_token_id

@@ -93,11 +93,11 @@ def test_killed_study_resumes_without_redoing_finished_cells(tiny_model, tmp_pat
     assert "report:" in rerun.stderr
 
 
-def test_failed_cell_is_recorded_and_the_rest_goes_on(tiny_model, tmp_path, run_cli):
+def test_failed_cell_is_recorded_the_rest_goes_on_and_the_exit_code_says_so(tiny_model, tmp_path, run_cli):
     spec = write_spec(tmp_path, tiny_model, {"task": ["empty", "one"]})
     code, _, err = run_cli("study", "run", spec, "--out", tmp_path / "s", "--no-progress")
-    assert code == 0, err
-    assert "failed 1" in err
+    assert code == 1, err
+    assert "failed 1" in err and "1 cell(s) failed; each says why in" in err
     errors = list((tmp_path / "s" / "cells").glob("*/error.json"))
     assert len(errors) == 1 and "is empty" in json.loads(errors[0].read_text())["error"]
     table = pd.read_parquet(tmp_path / "s" / "results.parquet")

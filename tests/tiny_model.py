@@ -15,7 +15,14 @@ DEV_SET = ROOT / "data" / "shopbench" / "development.json"
 
 
 def build_tiny_model(
-    out: Path, *, hidden: int = 64, layers: int = 2, vocab: int = 600, seed: int = 0, digit_boost: float = 0.0
+    out: Path,
+    *,
+    hidden: int = 64,
+    layers: int = 2,
+    vocab: int = 600,
+    seed: int = 0,
+    digit_boost: float = 0.0,
+    context: int = 2048,
 ) -> Path:
     """digit_boost > 0 scales the output rows of the digit tokens, so that greedy decoding often starts
     with a digit (as a trained model answering multiple choice would) while which digit still depends
@@ -41,7 +48,7 @@ def build_tiny_model(
         num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=2048,
+        max_position_embeddings=context,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,

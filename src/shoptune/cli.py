@@ -30,7 +30,8 @@ app.add_typer(tasks_app, name="tasks")
 study_app = typer.Typer(no_args_is_help=True, help="The diversity study: designs x LoRA ranks x seeds.")
 app.add_typer(data_app, name="data")
 app.add_typer(study_app, name="study")
-console = Console(stderr=True)
+# Messages carry user paths and data ("[x]" is not markup): printed as they are.
+console = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 
 
 def _pairs(values: list[str] | None, option: str) -> dict[str, Any] | None:
@@ -152,6 +153,11 @@ def eval_run(
         settings.system_prompt = None
     result = run_eval(data, out, settings, progress=progress)
     console.print(f"answered {result.computed} question(s), reused {result.reused} from earlier runs")
+    if result.truncated_prompts:
+        console.print(
+            f"warning: {result.truncated_prompts} prompt(s) were longer than the model's context and lost their "
+            "beginning (counted in run.json)"
+        )
     _show_scores(result.scores, out)
 
 
@@ -263,7 +269,7 @@ def train_command(
     from shoptune.train.config import TrainConfig
     from shoptune.train.trainer import train
 
-    overrides = {"model": model, "max_steps": max_steps, "lora": {"rank": rank} if rank else None}
+    overrides = {"model": model, "max_steps": max_steps, "lora": {"rank": rank} if rank is not None else None}
     settings = load_config(TrainConfig, config, overrides)
     for field in ("mixture", "data", "eval_data"):
         value = getattr(settings, field)
@@ -314,6 +320,9 @@ def study_run(
     console.print(", ".join(f"{k} {v}" for k, v in counts.items()))
     report = write_report(out)
     console.print(f"report: {report}")
+    if counts["failed"]:
+        console.print(f"{counts['failed']} cell(s) failed; each says why in {out / 'cells'}/<cell>/error.json")
+        raise typer.Exit(1)
 
 
 @study_app.command("report")
@@ -331,23 +340,38 @@ def serve_command(
     ] = None,
     adapter: Annotated[str | None, typer.Option(help="PEFT LoRA adapter folder to apply")] = None,
     name: Annotated[str | None, typer.Option(help="the model name clients send (default: the folder's name)")] = None,
-    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="port to listen on")] = 8000,
+    host: Annotated[str, typer.Option(help="address to listen on (beyond loopback, an API key is required)")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(min=0, max=65535, help="port to listen on (0: any free port)")] = 8000,
+    max_tokens: Annotated[int, typer.Option(min=1, help="the most tokens one request may ask for")] = 1024,
+    max_prompts: Annotated[int, typer.Option(min=1, help="prompts per /v1/completions request")] = 64,
+    max_queue: Annotated[int, typer.Option(min=1, help="requests waiting or running; more get 503")] = 64,
+    batch: Annotated[int, typer.Option(min=1, help="prompts the model answers per turn")] = 8,
 ) -> None:
-    """Serve a model (plus adapter) over an OpenAI-compatible API: /v1/chat/completions, /v1/completions."""
+    """Serve a model (plus adapter) over an OpenAI-compatible API, streaming included. Set SHOPTUNE_API_KEY to
+    require that key from clients (required with a --host beyond loopback)."""
+    import asyncio
+    import os
+
     from shoptune.evaluate.backends import HFBackend
     from shoptune.hub import DEFAULT_MODEL
-    from shoptune.serve import ModelServer, build_server
+    from shoptune.serve import API_KEY_ENV, ModelServer, ServeLimits, is_loopback, listen, make_app, run
 
+    api_key = os.environ.get(API_KEY_ENV) or None
+    if api_key is None and not is_loopback(host):
+        raise ShoptuneError(
+            f"--host {host} lets other machines reach the model: set {API_KEY_ENV} to the key clients must send"
+        )
+    limits = ServeLimits(max_tokens=max_tokens, max_prompts=max_prompts, max_queue=max_queue, batch=batch)
+    sock = listen(host, port)
     path = model or DEFAULT_MODEL
-    backend = HFBackend(path, adapter=adapter, system_prompt=None)
-    served = name or Path(path.rstrip("/")).name
-    try:
-        server = build_server(ModelServer(backend, served), host, port)
-    except OSError as exc:
-        raise ShoptuneError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
-    console.print(f"serving '{served}' at http://{host}:{server.server_address[1]}/v1 (Ctrl-C stops)")
-    server.serve_forever()
+    server = ModelServer(HFBackend(path, adapter=adapter, system_prompt=None), name or Path(path.rstrip("/")).name)
+    bound = sock.getsockname()[1]
+    key = "API key required" if api_key else f"no API key ({API_KEY_ENV} unset)"
+    console.print(f"serving '{server.name}' at http://{host}:{bound}/v1, {key} (Ctrl-C stops)")
+    asyncio.run(run(make_app(server, api_key), sock, limits))  # until Ctrl-C or SIGTERM: a graceful stop
+    console.print("stopped serving")
 
 
 def _int(value: str, option: str) -> int:
@@ -359,10 +383,17 @@ def _int(value: str, option: str) -> int:
 
 def main() -> None:
     try:
-        app()
+        # Not standalone: typer would turn Ctrl-C into a silent exit 130 before it reached this function.
+        code = app(standalone_mode=False)
     except ShoptuneError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        console.print("interrupted: finished batches are kept; run the same command again to resume")
-        sys.exit(130)
+    except typer.TyperException as exc:  # a usage error: an unknown option, a missing argument
+        show = getattr(exc, "show", None)
+        show() if show is not None else print(f"error: {exc.format_message()}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
+        code = 130
+    if code == 130:
+        console.print("interrupted: what was finished is kept; run the same command again to resume")
+    sys.exit(code if isinstance(code, int) else 0)

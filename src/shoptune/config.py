@@ -13,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shoptune.errors import ShoptuneError
+from shoptune.schema import read_utf8
 
 C = TypeVar("C", bound=BaseModel)
 
@@ -28,9 +29,13 @@ def load_config(cls: type[C], path: Path | str | None = None, overrides: dict[st
     if path is not None:
         where = str(path)
         try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+            loaded = yaml.safe_load(read_utf8(path))
         except FileNotFoundError:
             raise ShoptuneError(f"{path}: no such config file") from None
+        except IsADirectoryError:
+            raise ShoptuneError(f"{path}: is a folder, not a config file") from None
+        except OSError as exc:
+            raise ShoptuneError(f"{path}: cannot read it ({exc.strerror})") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = f":{mark.line + 1}" if mark is not None else ""

@@ -13,19 +13,18 @@ converted again and every later load takes a second.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from shoptune.errors import ShoptuneError
+from shoptune.locks import waiting
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 TINY_MODEL = "shoptune-tiny-5m"
@@ -89,6 +88,42 @@ def resolve_model_source(model: str, allow_download: bool) -> str:
     return model
 
 
+def load_causal_lm(model: str, allow_download: bool = False, **kwargs: Any) -> tuple[Any, Any]:
+    """(causal LM, tokenizer) for any model name, the one place a model is loaded; a folder that holds no model
+    is one clear error."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    source = resolve_model_source(model, allow_download)
+    local_only = not allow_download
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
+        return AutoModelForCausalLM.from_pretrained(source, local_files_only=local_only, **kwargs), tokenizer
+    except (OSError, ValueError, KeyError) as exc:
+        raise ShoptuneError(f"model {model!r} could not be loaded: {_first_line(exc)}") from None
+
+
+def with_adapter(model: Any, adapter: str | Path, base: str) -> Any:
+    """`model` with a PEFT adapter applied; an adapter trained on another model is one clear error."""
+    from peft import PeftModel
+
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise ShoptuneError(f"adapter {str(adapter)!r}: no adapter_config.json there (expected a PEFT adapter folder)")
+    try:
+        return PeftModel.from_pretrained(model, str(adapter))
+    except (RuntimeError, ValueError, KeyError, OSError) as exc:
+        raise ShoptuneError(
+            f"adapter {str(adapter)!r} does not fit model {base!r} (was it trained on another model?): "
+            f"{_first_line(exc)}"
+        ) from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:300]
+
+
 def known_models() -> list[str]:
     return [*PACKAGED_GGUF, TINY_MODEL]
 
@@ -123,23 +158,13 @@ def converted(gguf: Path) -> Path:
         folder.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ShoptuneError(f"cannot create {folder.parent} for converted models ({exc}); set SHOPTUNE_HOME") from None
-    with _locked(folder.parent / f".{folder.name}.lock"):
+    with waiting(folder.parent / f".{folder.name}.lock"):
         if not (folder / CONVERTED).is_file():  # another process may have converted it meanwhile
             # Temporary folders left by a conversion that was killed (the lock is ours, so none is in use).
             for stale in (p for p in folder.parent.glob(f".{folder.name}.*") if p.is_dir()):
                 shutil.rmtree(stale, ignore_errors=True)
             _convert(gguf, digest, folder)
     return folder
-
-
-@contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    with path.open("a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def _convert(gguf: Path, digest: str, folder: Path) -> None:

@@ -64,6 +64,17 @@ _VALUES: dict[str, frozenset[str]] = {
 OutputField = int | list[int] | list[float] | list[str] | str
 
 
+def encodable(text: str) -> str:
+    """Text that UTF-8 can hold: JSON's "\\ud800" decodes to a lone surrogate, which tokenizers and Arrow reject."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"holds a lone surrogate {text[exc.start]!r} at character {exc.start}, which is not text"
+        ) from None
+    return text
+
+
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -127,7 +138,7 @@ class Example(BaseModel):
     def _not_blank(cls, value: str) -> str:
         if not value.strip():
             raise ValueError("must not be empty")
-        return value
+        return encodable(value)
 
     @field_validator("metric")
     @classmethod
@@ -152,6 +163,9 @@ class Example(BaseModel):
         task_type = info.data.get("task_type")
         if task_type is None:
             return value
+        for text in value if isinstance(value, list) else [value]:
+            if isinstance(text, str):
+                encodable(text)
         return _check_output(task_type, info.data.get("metric"), value)
 
     def to_json(self) -> dict[str, Any]:
@@ -169,6 +183,16 @@ def _first_error(err: ValidationError) -> tuple[str | None, str]:
     return field, message
 
 
+def read_utf8(path: Path | str) -> str:
+    """A text file's content; bytes that are not UTF-8 are one error naming the file and line."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise located(path, line, None, f"not UTF-8 text ({exc.reason}); save it as UTF-8") from None
+
+
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line; bad JSON names its line."""
     path = Path(path)
@@ -176,20 +200,21 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
         raise ShoptuneError(f"{path}: is a directory, expected a JSON Lines file")
     if not path.is_file():
         raise ShoptuneError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as fh:
-        try:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise located(path, lineno, None, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
-                if not isinstance(obj, dict):
-                    raise located(path, lineno, None, f"expected a JSON object, got {type(obj).__name__}")
-                yield lineno, obj
-        except UnicodeDecodeError as exc:
-            raise ShoptuneError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    with path.open("rb") as fh:  # bytes, so a line that is not UTF-8 is named by its number
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise located(path, lineno, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise located(path, lineno, None, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+            if not isinstance(obj, dict):
+                raise located(path, lineno, None, f"expected a JSON object, got {type(obj).__name__}")
+            yield lineno, obj
 
 
 def parse_example(obj: dict[str, Any], path: Path | str = "<input>", lineno: int | None = None) -> Example:
@@ -226,6 +251,18 @@ def atomic_write_text(path: Path | str, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def read_state(path: Path | str) -> dict[str, Any]:
+    """A JSON record a run left for later runs; a damaged one (a disk fault, an edit) is one clear error."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ShoptuneError(f"{path}: damaged run record ({exc}); delete it (or its folder) to start over") from None
+    if not isinstance(value, dict):
+        raise ShoptuneError(f"{path}: damaged run record (not a JSON object); delete it (or its folder) to start over")
+    return value
 
 
 def write_jsonl(path: Path | str, rows: Iterable[dict[str, Any]]) -> None:

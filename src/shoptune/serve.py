@@ -2,110 +2,240 @@
 
 Shop services call the adapted model with any OpenAI client, and the server can act as the teacher
 endpoint of `shoptune data generate` or as the backend of `shoptune eval run --backend openai`.
-Endpoints: GET /v1/models, POST /v1/chat/completions, POST /v1/completions (no streaming). Bad
-requests get OpenAI-style error objects. One generation runs at a time; requests queue.
+Endpoints: GET /v1/models, POST /v1/chat/completions and /v1/completions, both with `stream: true`.
+
+The HTTP side is FastAPI on Hypercorn, chosen over a hand-written server for what a server exposed to
+other programs needs: request validation, OpenAI-style error objects for every failure, server-sent
+events, and (Hypercorn rather than uvicorn) a read timeout, so connections that never finish sending a
+request are closed instead of held. vLLM's own OpenAI server is the better choice on a GPU when vLLM is
+installed; this one serves any transformers model with a PEFT adapter, on a CPU too.
+
+One thread owns the model. A request is cut into batches of at most `batch` prompts, and requests take
+turns batch by batch, so a large request delays a small one by one batch at most; requests beyond
+`max_queue` are refused with 503 rather than held. Bodies, prompts per request, prompt length and
+max_tokens are bounded. An API key (the SHOPTUNE_API_KEY variable) is checked when set, and required
+to listen beyond loopback.
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
+import ipaddress
 import json
+import logging
+import secrets
+import socket
 import threading
 import time
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Literal
 
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
+
+from shoptune.config import StrictConfig
+from shoptune.errors import ShoptuneError
 from shoptune.evaluate.backends import HFBackend
 
+API_KEY_ENV = "SHOPTUNE_API_KEY"
+log = logging.getLogger("shoptune.serve")
 
-class RequestError(Exception):
+
+class ServeLimits(StrictConfig):
+    """What one client may ask of the server, so that no client can take it from the others."""
+
+    max_body_bytes: int = Field(1 << 20, ge=1024)
+    max_prompts: int = Field(64, ge=1)  # per /v1/completions request
+    max_tokens: int = Field(1024, ge=1)  # the most a request may ask to generate
+    batch: int = Field(8, ge=1)  # prompts per turn of the model
+    max_queue: int = Field(64, ge=1)  # requests waiting or running; more get 503
+    read_timeout: float = Field(10.0, gt=0)  # seconds a client may take to send its request
+
+
+class ApiError(Exception):
+    """An OpenAI-style error: the client's fault (4xx) or the server's state (503)."""
+
     def __init__(self, status: int, message: str, param: str | None = None, kind: str = "invalid_request_error"):
         super().__init__(message)
         self.status, self.message, self.param, self.kind = status, message, param, kind
 
+    def body(self) -> dict[str, Any]:
+        code = {401: "invalid_api_key", 404: "model_not_found"}.get(self.status)
+        return {"error": {"message": self.message, "type": self.kind, "param": self.param, "code": code}}
 
-def _field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], default: Any = None) -> Any:
-    value = body.get(name)
-    if value is None:
-        if default is None:
-            raise RequestError(400, f"'{name}' is required", name)
-        return default
-    if value is not None and not isinstance(value, kind):
-        raise RequestError(400, f"'{name}' has the wrong type", name)
-    return value
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    role: Literal["system", "user", "assistant", "developer"]
+    content: str
+
+
+class Common(BaseModel):
+    """The OpenAI request fields shoptune honours; others a client sends (top_p, user, ...) are ignored."""
+
+    model_config = ConfigDict(extra="ignore")
+    model: str
+    max_tokens: int | None = Field(None, ge=1)
+    max_completion_tokens: int | None = Field(None, ge=1)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+    n: Literal[1] = 1
+    stream: bool = False
+
+    def budget(self, limit: int) -> int:
+        """Tokens to generate at most: as asked, or 256 (capped by the server's limit) when not asked."""
+        asked = self.max_completion_tokens or self.max_tokens
+        if asked is not None and asked > limit:
+            raise ApiError(400, f"'max_tokens' must be at most {limit} on this server", "max_tokens")
+        return asked or min(256, limit)
+
+
+class ChatRequest(Common):
+    messages: list[Message] = Field(min_length=1)
+
+
+class CompletionRequest(Common):
+    prompt: str | list[str]
+
+
+@dataclass
+class Job:
+    """Prompts of one request; the worker answers `batch` of them per turn."""
+
+    texts: list[str]
+    max_tokens: int
+    temperature: float
+    future: Future = field(default_factory=Future)
+    streamer: Any = None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    done: int = 0
+    answers: list[tuple[str, int, int]] = field(default_factory=list)
+
+
+class Scheduler:
+    """The one thread that runs the model, serving the queued requests in turn, a batch each."""
+
+    def __init__(self, backend: HFBackend, limits: ServeLimits) -> None:
+        self.backend, self.limits = backend, limits
+        self._jobs: collections.deque[Job] = collections.deque()
+        self._open = 0  # submitted and not yet answered: waiting or being worked on
+        self._ready = threading.Condition()
+        self._closed = False
+        self._thread = threading.Thread(target=self._work, name="shoptune-model", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Job) -> Job:
+        with self._ready:
+            if self._open >= self.limits.max_queue:
+                raise ApiError(503, "the server is busy; retry later", kind="server_busy")
+            self._open += 1
+            self._jobs.append(job)
+            self._ready.notify()
+        return job
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify()
+
+    def _work(self) -> None:
+        while True:
+            with self._ready:
+                while not self._jobs and not self._closed:
+                    self._ready.wait()
+                if self._closed:
+                    return
+                job = self._jobs.popleft()
+            try:
+                self._turn(job)
+            except Exception as exc:  # the job fails, the server goes on
+                log.exception("generation failed")
+                if job.streamer is not None:
+                    job.streamer.end()
+                self._settle(job, exc)
+                continue
+            if job.done < len(job.texts) and not job.cancelled.is_set():
+                with self._ready:
+                    self._jobs.append(job)  # back of the line: the others take their turn first
+            else:
+                self._settle(job)
+
+    def _settle(self, job: Job, error: Exception | None = None) -> None:
+        with self._ready:
+            self._open -= 1
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(job.answers)
+
+    def _turn(self, job: Job) -> None:
+        from transformers import StoppingCriteria, StoppingCriteriaList
+
+        class Cancelled(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return job.cancelled.is_set()
+
+        chunk = job.texts[job.done : job.done + self.limits.batch]
+        extra: dict[str, Any] = {"stopping_criteria": StoppingCriteriaList([Cancelled()])}
+        if job.streamer is not None:
+            extra["streamer"] = job.streamer
+        replies, prompt_tokens, new_tokens = self.backend.continue_texts(
+            chunk, job.max_tokens, job.temperature, **extra
+        )
+        job.answers.extend(zip(replies, prompt_tokens, new_tokens, strict=True))
+        job.done += len(chunk)
 
 
 class ModelServer:
-    """The model and the request logic, apart from HTTP, so both are simple to read and to test."""
+    """The request logic apart from HTTP: rendering, limits, and OpenAI's response shapes."""
 
-    def __init__(self, backend: HFBackend, name: str, max_tokens_limit: int = 2048) -> None:
-        self.backend, self.name, self.max_tokens_limit = backend, name, max_tokens_limit
-        self.lock = threading.Lock()
+    def __init__(self, backend: HFBackend, name: str, limits: ServeLimits | None = None) -> None:
+        self.backend, self.name = backend, name
+        self.limits = limits or ServeLimits()
+        self.scheduler = Scheduler(backend, self.limits)
+        self.context = backend.context_length()
 
-    def chat_text(self, messages: list[Any]) -> str:
-        if not messages or not all(isinstance(m, dict) and isinstance(m.get("content"), str) for m in messages):
-            raise RequestError(400, "'messages' must be a non-empty list of {role, content} objects", "messages")
+    def chat_text(self, messages: list[Message]) -> str:
         tokenizer = self.backend.tokenizer
+        plain = [{"role": m.role, "content": m.content} for m in messages]
         if getattr(tokenizer, "chat_template", None):
-            return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            return tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=True)
         # No template: the plain layout shoptune trains and evaluates with (system, blank line, user).
-        return "\n\n".join(m["content"] for m in messages)
+        return "\n\n".join(m.content for m in messages)
 
-    def _options(self, body: dict[str, Any]) -> tuple[int, float]:
-        if body.get("stream"):
-            raise RequestError(400, "streaming is not supported by shoptune serve", "stream")
-        if _field(body, "n", int, 1) != 1:
-            raise RequestError(400, "only n=1 is supported", "n")
-        model = _field(body, "model", str)
-        if model != self.name:
-            raise RequestError(
-                404, f"The model '{model}' does not exist; this server serves '{self.name}'", "model", "model_not_found"
-            )
-        max_tokens = _field(body, "max_tokens", int, 256)
-        if not 1 <= max_tokens <= self.max_tokens_limit:
-            raise RequestError(400, f"'max_tokens' must be between 1 and {self.max_tokens_limit}", "max_tokens")
-        temperature = _field(body, "temperature", (int, float), 0.0)
-        if not 0 <= temperature <= 2:
-            raise RequestError(400, "'temperature' must be between 0 and 2", "temperature")
-        return max_tokens, float(temperature)
+    def check(self, body: Common, texts: list[str]) -> int:
+        """The request's token budget, once its model and prompts are known to fit."""
+        if body.model != self.name:
+            raise ApiError(404, f"The model '{body.model}' does not exist; this server serves '{self.name}'", "model")
+        budget = body.budget(self.limits.max_tokens)
+        if self.context is not None:
+            lengths = self.backend.tokenizer(texts, add_special_tokens=False)["input_ids"]
+            longest = max(len(ids) for ids in lengths)
+            if longest >= self.context:
+                raise ApiError(
+                    400, f"a prompt has {longest} tokens; this model's context holds {self.context - 1}", "prompt"
+                )
+        return budget
 
-    def _generate(
-        self, texts: list[str], max_tokens: int, temperature: float
-    ) -> tuple[list[str], list[int], list[int]]:
-        with self.lock:
-            return self.backend.continue_texts(texts, max_tokens, temperature)
+    def job(self, body: Common, texts: list[str], streamer: Any = None) -> Job:
+        budget = self.check(body, texts)
+        return self.scheduler.submit(Job(texts, budget, body.temperature, streamer=streamer))
 
-    def chat(self, body: dict[str, Any]) -> dict[str, Any]:
-        max_tokens, temperature = self._options(body)
-        text = self.chat_text(_field(body, "messages", list))
-        (reply,), (prompt_tokens,), (completion_tokens,) = self._generate([text], max_tokens, temperature)
-        choice = {
-            "index": 0,
-            "message": {"role": "assistant", "content": reply},
-            "finish_reason": "length" if completion_tokens >= max_tokens else "stop",
-        }
-        return self._envelope("chat.completion", choice, prompt_tokens, completion_tokens)
-
-    def complete(self, body: dict[str, Any]) -> dict[str, Any]:
-        max_tokens, temperature = self._options(body)
-        prompt = _field(body, "prompt", (str, list))
-        prompts = [prompt] if isinstance(prompt, str) else prompt
-        if not prompts or not all(isinstance(p, str) for p in prompts):
-            raise RequestError(400, "'prompt' must be a string or a list of strings", "prompt")
-        replies, prompt_counts, completion_counts = self._generate(prompts, max_tokens, temperature)
-        choices = [
-            {"index": i, "text": r, "logprobs": None, "finish_reason": "length" if c >= max_tokens else "stop"}
-            for i, (r, c) in enumerate(zip(replies, completion_counts, strict=True))
-        ]
-        return self._envelope("text_completion", choices, sum(prompt_counts), sum(completion_counts))
-
-    def _envelope(self, kind: str, choices: Any, prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    def envelope(self, kind: str, choices: list[dict[str, Any]], answers: list[tuple[str, int, int]]) -> dict:
+        prompt_tokens = sum(a[1] for a in answers)
+        completion_tokens = sum(a[2] for a in answers)
         return {
             "id": f"shoptune-{uuid.uuid4().hex[:12]}",
             "object": kind,
             "created": int(time.time()),
             "model": self.name,
-            "choices": choices if isinstance(choices, list) else [choices],
+            "choices": choices,
             "usage": {
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
@@ -117,58 +247,188 @@ class ModelServer:
         return {"object": "list", "data": [{"id": self.name, "object": "model", "created": 0, "owned_by": "shoptune"}]}
 
 
-def make_handler(server: ModelServer) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            if self.path.rstrip("/") == "/v1/models":
-                return self._reply(200, server.models())
-            self._error(RequestError(404, f"no route {self.path}", kind="not_found_error"))
-
-        def do_POST(self) -> None:
-            routes = {"/v1/chat/completions": server.chat, "/v1/completions": server.complete}
-            route = routes.get(self.path.rstrip("/"))
-            try:
-                if route is None:
-                    raise RequestError(404, f"no route {self.path}", kind="not_found_error")
-                length = int(self.headers.get("Content-Length") or 0)
-                try:
-                    body = json.loads(self.rfile.read(length) or b"null")
-                except json.JSONDecodeError:
-                    raise RequestError(400, "the request body is not valid JSON") from None
-                if not isinstance(body, dict):
-                    raise RequestError(400, "the request body must be a JSON object")
-                self._reply(200, route(body))
-            except RequestError as exc:
-                self._error(exc)
-            except Exception as exc:
-                self._error(RequestError(500, f"{type(exc).__name__}: {exc}", kind="server_error"))
-
-        def _error(self, exc: RequestError) -> None:
-            self._reply(
-                exc.status,
-                {
-                    "error": {
-                        "message": exc.message,
-                        "type": exc.kind,
-                        "param": exc.param,
-                        "code": exc.kind if exc.status == 404 else None,
-                    }
-                },
-            )
-
-        def _reply(self, status: int, payload: dict[str, Any]) -> None:
-            data = json.dumps(payload, ensure_ascii=False).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    return Handler
+def _finish(completion_tokens: int, max_tokens: int) -> str:
+    return "length" if completion_tokens >= max_tokens else "stop"
 
 
-def build_server(model_server: ModelServer, host: str, port: int) -> ThreadingHTTPServer:
-    return ThreadingHTTPServer((host, port), make_handler(model_server))
+def make_app(server: ModelServer, api_key: str | None = None) -> Any:
+    """The FastAPI application: routes, the API key, the body limit, and OpenAI-style errors for everything."""
+    app = FastAPI(title="shoptune", docs_url=None, redoc_url=None, openapi_url=None)
+
+    def authorised(request: Request) -> None:
+        if api_key is None:
+            return
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not secrets.compare_digest(given.encode(), api_key.encode()):
+            raise ApiError(401, "a valid API key is required (Authorization: Bearer KEY)")
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"] if p != "body") or None
+        message = f"'{where}': {first['msg']}" if where else str(first["msg"])
+        return JSONResponse(ApiError(400, message, where).body(), status_code=400)
+
+    @app.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return JSONResponse(ApiError(exc.status_code, str(exc.detail), kind=kind).body(), status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.error("request failed", exc_info=exc)  # the details go to the server's log, not to the client
+        return JSONResponse(ApiError(500, "internal error", kind="server_error").body(), status_code=500)
+
+    @app.get("/v1/models", dependencies=[Depends(authorised)])
+    async def models() -> dict[str, Any]:
+        return server.models()
+
+    @app.post("/v1/chat/completions", dependencies=[Depends(authorised)])
+    async def chat(body: ChatRequest) -> Any:
+        text = server.chat_text(body.messages)
+        if body.stream:
+            return _stream(server, body, text, "chat.completion.chunk")
+        answers = await asyncio.wrap_future(server.job(body, [text]).future)
+        reply, _, completion_tokens = answers[0]
+        choice = {
+            "index": 0,
+            "message": {"role": "assistant", "content": reply},
+            "finish_reason": _finish(completion_tokens, body.budget(server.limits.max_tokens)),
+        }
+        return server.envelope("chat.completion", [choice], answers)
+
+    @app.post("/v1/completions", dependencies=[Depends(authorised)])
+    async def complete(body: CompletionRequest) -> Any:
+        prompts = [body.prompt] if isinstance(body.prompt, str) else body.prompt
+        if not prompts or len(prompts) > server.limits.max_prompts:
+            raise ApiError(400, f"'prompt' must hold 1 to {server.limits.max_prompts} prompts", "prompt")
+        if body.stream:
+            if len(prompts) != 1:
+                raise ApiError(400, "streaming takes one prompt", "prompt")
+            return _stream(server, body, prompts[0], "text_completion")
+        answers = await asyncio.wrap_future(server.job(body, prompts).future)
+        budget = body.budget(server.limits.max_tokens)
+        choices = [
+            {"index": i, "text": text, "logprobs": None, "finish_reason": _finish(new, budget)}
+            for i, (text, _, new) in enumerate(answers)
+        ]
+        return server.envelope("text_completion", choices, answers)
+
+    return BodyLimit(app, server.limits.max_body_bytes)
+
+
+def _stream(server: ModelServer, body: Common, text: str, kind: str) -> StreamingResponse:
+    """Server-sent events as OpenAI sends them: a chunk per piece of text, a last one with the finish reason."""
+    from transformers import TextIteratorStreamer
+
+    streamer = TextIteratorStreamer(server.backend.tokenizer, skip_prompt=True, skip_special_tokens=True)
+    job = server.job(body, [text], streamer=streamer)
+    ident, created = f"shoptune-{uuid.uuid4().hex[:12]}", int(time.time())
+
+    def chunk(piece: str | None, finish: str | None) -> str:
+        if kind == "chat.completion.chunk":
+            delta = {"content": piece} if piece is not None else {}
+            choice = {"index": 0, "delta": delta, "finish_reason": finish}
+        else:
+            choice = {"index": 0, "text": piece or "", "logprobs": None, "finish_reason": finish}
+        event = {"id": ident, "object": kind, "created": created, "model": server.name, "choices": [choice]}
+        return f"data: {json.dumps(event, ensure_ascii=False)}\n\n"
+
+    def events() -> Iterator[str]:
+        try:
+            if kind == "chat.completion.chunk":
+                yield chunk("", None)  # OpenAI's first chunk names the role; its content starts empty
+            for piece in streamer:
+                if piece:
+                    yield chunk(piece, None)
+            (_, _, new_tokens), *_ = job.future.result()
+            yield chunk(None, _finish(new_tokens, job.max_tokens))
+            yield "data: [DONE]\n\n"
+        finally:
+            job.cancelled.set()  # a client that went away stops its generation
+
+    return StreamingResponse(events(), media_type="text/event-stream")
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes gets 413, whether or not it declares its length."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return await self._too_large(send)
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._too_large(send)
+
+    async def _too_large(self, send: Any) -> None:
+        body = json.dumps(ApiError(413, f"the request body exceeds {self.limit} bytes").body()).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The bound, listening socket (port 0: any free port, which the socket then names)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ShoptuneError(f"cannot listen on {host}:{port} ({exc.strerror})") from None
+    except socket.gaierror as exc:
+        sock.close()
+        raise ShoptuneError(f"cannot listen on {host}:{port} ({exc})") from None
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+async def run(app: Any, sock: socket.socket, limits: ServeLimits, stop: asyncio.Event | None = None) -> None:
+    """Serve on `sock` until `stop` is set (or forever)."""
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = [f"fd://{sock.detach()}"]  # Hypercorn owns (and closes) the socket from here on
+    config.read_timeout = int(limits.read_timeout)
+    config.keep_alive_timeout = limits.read_timeout
+    config.accesslog = None
+    config.errorlog = log
+    trigger = stop.wait if stop is not None else None
+    await serve(app, config, shutdown_trigger=trigger)

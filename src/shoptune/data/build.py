@@ -35,6 +35,7 @@ from shoptune.data.clean import Contamination, Fingerprints, dedupe, fingerprint
 from shoptune.data.spec import MixtureSpec
 from shoptune.errors import ShoptuneError
 from shoptune.hub import tiny_model_path
+from shoptune.locks import writing
 from shoptune.schema import Example, atomic_write_text, parse_example, read_examples
 from shoptune.sources.shipped import file_hash, load_raw
 from shoptune.tasks.records import RawCorpus
@@ -265,6 +266,9 @@ def save(splits: dict[str, pa.Table], info: dict[str, Any], spec: MixtureSpec, o
 
     datasets.disable_progress_bars()
     out.parent.mkdir(parents=True, exist_ok=True)
+    for stale in out.parent.glob(f".{out.name}.*"):  # left by a killed build; the caller holds the folder's lock
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         # The build is a pure function of the manifest (spec, input hashes, version), so a fingerprint
@@ -290,13 +294,16 @@ def build_mixture(
 ) -> dict[str, Any]:
     """Build, clean, split and save; `workers` processes (None: as many as there are CPUs, for large
     mixtures) make the subtasks' examples, with the same output whatever their number."""
-    if out.exists() and not (out / "manifest.json").is_file():
-        raise ShoptuneError(f"--out {out}: exists and is not a mixture folder; refusing to replace it")
-    parts = make_parts(spec, workers, progress)
-    splits, removed = split(spec, parts)
-    if not len(splits["train"]):
-        raise ShoptuneError(f"mixture {spec.name!r} is empty: the raw data yields no examples for its subtasks")
-    sources = next((p.sources for p in parts if p.built), {})
-    info = manifest(spec, splits, removed, sources)
-    save(splits, info, spec, out)
+    with writing(out):
+        if out.exists() and not (out / "manifest.json").is_file():
+            raise ShoptuneError(f"--out {out}: exists and is not a mixture folder; refusing to replace it")
+        if (out / "spec.yaml").is_file() and (out / "spec.yaml").read_text(encoding="utf-8") != dump_config(spec):
+            raise ShoptuneError(f"{out} holds a mixture built from another spec; choose another --out or delete it")
+        parts = make_parts(spec, workers, progress)
+        splits, removed = split(spec, parts)
+        if not len(splits["train"]):
+            raise ShoptuneError(f"mixture {spec.name!r} is empty: the raw data yields no examples for its subtasks")
+        sources = next((p.sources for p in parts if p.built), {})
+        info = manifest(spec, splits, removed, sources)
+        save(splits, info, spec, out)
     return info

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from shoptune.config import StrictConfig, dump_config
 from shoptune.errors import ShoptuneError
+from shoptune.locks import writing
 from shoptune.schema import Example, TaskType, atomic_write_text, parse_example, write_jsonl
 from shoptune.sources.shipped import load_raw
 from shoptune.sources.teacher import Teacher, TeacherError
@@ -158,9 +159,22 @@ def _demo(task: Subtask, corpus: RawCorpus | None, number: int, seed: int) -> Ex
 
 
 def generate(spec: GenerateSpec, out: Path, progress: bool = True) -> dict[str, Any]:
-    tasks = spec.selected()
     if out.exists() and not out.is_dir():
         raise ShoptuneError(f"--out {out}: exists and is not a directory")
+    with writing(out):
+        if (out / "spec.yaml").is_file() and (out / "spec.yaml").read_text(encoding="utf-8") != dump_config(spec):
+            raise ShoptuneError(f"{out} holds examples generated from another spec; choose another --out or delete it")
+        info = _generate(spec, out, progress)
+    if not info["produced"]:
+        raise ShoptuneError(
+            f"the teacher produced 0 of {info['requested']} examples ({out / 'stats.json'} says why: failed requests, "
+            "invalid replies); check base_url, model and the API key"
+        )
+    return info
+
+
+def _generate(spec: GenerateSpec, out: Path, progress: bool) -> dict[str, Any]:
+    tasks = spec.selected()
     corpus = load_raw(spec.raw_dir) if spec.raw_dir is not None else None
     teacher = Teacher(
         base_url=spec.base_url,

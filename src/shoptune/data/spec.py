@@ -19,8 +19,12 @@ class NearDuplicates(StrictConfig):
     num_perm: int = Field(64, ge=16, le=512)
 
 
+# A name becomes a folder name (in studies): letters, digits, dot, dash, underscore; no path, no hidden file.
+SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+
+
 class MixtureSpec(StrictConfig):
-    name: str
+    name: str = Field(pattern=SAFE_NAME)
     seed: int = 0
     raw_dir: Path = Path("data/raw")
     capabilities: list[Capability] = Field(default_factory=lambda: list(Capability))
@@ -44,6 +48,9 @@ class MixtureSpec(StrictConfig):
         for name in [*(self.subtasks or []), *self.weights]:
             if name not in known:
                 raise ValueError(f"unknown subtask {name!r}; `shoptune tasks list` shows them")
+        negative = sorted(n for n, w in self.weights.items() if w < 0)
+        if negative:
+            raise ValueError(f"weights of {negative} are negative; a weight multiplies examples_per_subtask")
         outside = [n for n in self.subtasks or [] if known[n].capability not in self.capabilities]
         if outside:
             raise ValueError(f"subtasks {outside} belong to capabilities not selected")
@@ -60,7 +67,8 @@ class MixtureSpec(StrictConfig):
 
     def resolve_paths(self, base: Path) -> MixtureSpec:
         """Relative paths in a spec file are taken from the current directory if they exist there, else
-        from the spec file's folder, so shipped specs work from the repository root and from elsewhere."""
+        from the spec file's folder; the shipped specs name theirs from their own folder, so they work from
+        any directory."""
 
         def resolve(p: Path) -> Path:
             return p if p.is_absolute() or p.exists() else (base / p)

@@ -8,11 +8,10 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from shoptune.errors import ShoptuneError
-from shoptune.hub import resolve_model_source
+from shoptune.hub import load_causal_lm, resolve_model_source, with_adapter
 from shoptune.tasks.render import DIGITS, SHOPBENCH_SYSTEM_PROMPT, option_labels, render_prompt
 
 
@@ -45,22 +44,13 @@ class HFBackend:
         allow_download: bool = False,
     ) -> None:
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-        from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
         self.torch = torch
-        source = resolve_model_source(model, allow_download)
-        self.device = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        self.device = _device(torch, device)
         torch_dtype = _torch_dtype(torch, dtype, self.device)
-        local_only = not allow_download
-        try:
-            self.tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
-            self.model = AutoModelForCausalLM.from_pretrained(source, dtype=torch_dtype, local_files_only=local_only)
-        except (OSError, ValueError) as exc:
-            raise ShoptuneError(f"model {model!r} could not be loaded: {exc}") from None
+        self.model, self.tokenizer = load_causal_lm(model, allow_download, dtype=torch_dtype)
         if adapter:
-            self.model = _with_adapter(self.model, adapter)
+            self.model = with_adapter(self.model, adapter, model)
         self.model.to(self.device).eval()
         self.tokenizer.padding_side = "left"
         self.tokenizer.truncation_side = "left"
@@ -70,32 +60,36 @@ class HFBackend:
         self.chat_template = chat_template
         self.info = {"backend": "hf", "model": model, "adapter": adapter, "dtype": str(torch_dtype)}
         self._digit_ids = {d: _single_token_variants(self.tokenizer, d) for d in DIGITS}
+        self.truncated_prompts = 0  # prompts longer than the context, cut since this backend was made
 
     def render(self, prompt: str) -> str:
         return render_prompt(prompt, self.tokenizer, system_prompt=self.system_prompt, chat_template=self.chat_template)
 
-    def encode(self, prompts: Sequence[str], new_tokens: int, *, rendered: bool = False) -> dict[str, Any]:
-        """Rendered, left-padded batch; a prompt too long for the model's context loses its beginning,
-        since a ShopBench prompt ends with the question and the answer format."""
-        limit = getattr(self.model.config, "max_position_embeddings", None)
-        enc = self.tokenizer(
-            list(prompts) if rendered else [self.render(p) for p in prompts],
-            return_tensors="pt",
-            padding=True,
-            truncation=limit is not None,
-            max_length=max(limit - new_tokens, 1) if limit else None,
-        )
+    def encode(self, prompts: Sequence[str], *, rendered: bool = False) -> dict[str, Any]:
+        """Rendered, left-padded batch. A prompt loses tokens only when it alone does not fit the model's context
+        (keeping room for one answer token); it then loses its beginning, since a ShopBench prompt ends with the
+        question and the answer format, and `truncated_prompts` counts it."""
+        texts = list(prompts) if rendered else [self.render(p) for p in prompts]
+        limit = self.context_length()
+        enc = self.tokenizer(texts, return_tensors="pt", padding=True)
+        if limit is not None and enc["input_ids"].shape[1] >= limit:
+            self.truncated_prompts += int((enc["attention_mask"].sum(dim=1) >= limit).sum())
+            enc = self.tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=limit - 1)
         return {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+
+    def context_length(self) -> int | None:
+        return getattr(self.model.config, "max_position_embeddings", None)
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
         _, new_tokens = self._new_tokens([self.render(p) for p in prompts], max_new_tokens, 0.0)
         return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
     def continue_texts(
-        self, texts: Sequence[str], max_new_tokens: int, temperature: float = 0.0
+        self, texts: Sequence[str], max_new_tokens: int, temperature: float = 0.0, **generate: Any
     ) -> tuple[list[str], list[int], list[int]]:
-        """Continuations of already rendered texts, with prompt and completion token counts (for serving)."""
-        enc, new_tokens = self._new_tokens(texts, max_new_tokens, temperature)
+        """Continuations of already rendered texts, with prompt and completion token counts (for serving);
+        `generate` passes a streamer or stopping criteria on to the model's generate."""
+        enc, new_tokens = self._new_tokens(texts, max_new_tokens, temperature, **generate)
         special = set(self.tokenizer.all_special_ids)
         return (
             self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True),
@@ -103,18 +97,28 @@ class HFBackend:
             [sum(1 for t in row.tolist() if t not in special) for row in new_tokens],
         )
 
-    def _new_tokens(self, texts: Sequence[str], max_new_tokens: int, temperature: float) -> tuple[Any, Any]:
-        """The encoded batch and the generated token ids alone (greedy unless temperature > 0)."""
-        enc = self.encode(texts, max_new_tokens, rendered=True)
+    def _new_tokens(
+        self, texts: Sequence[str], max_new_tokens: int, temperature: float, **generate: Any
+    ) -> tuple[Any, Any]:
+        """The encoded batch and the generated token ids alone (greedy unless temperature > 0). The budget gives
+        way, not the prompt: at most what the context has left after the batch's longest prompt."""
+        enc = self.encode(texts, rendered=True)
+        limit = self.context_length()
+        if limit is not None:
+            max_new_tokens = min(max_new_tokens, limit - int(enc["attention_mask"].sum(dim=1).max()))
         sampling = {"do_sample": True, "temperature": temperature} if temperature > 0 else {"do_sample": False}
         with self.torch.inference_mode():
             out = self.model.generate(
-                **enc, max_new_tokens=max_new_tokens, pad_token_id=self.tokenizer.pad_token_id, **sampling
+                **enc,
+                max_new_tokens=max_new_tokens,
+                pad_token_id=self.tokenizer.pad_token_id,
+                **sampling,
+                **generate,
             )
         return enc, out[:, enc["input_ids"].shape[1] :]
 
     def choose(self, prompts: Sequence[str]) -> list[str]:
-        enc = self.encode(prompts, 1)
+        enc = self.encode(prompts)
         # Positions must count real tokens only, as generate() does, or left padding shifts them.
         positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
         with self.torch.inference_mode():
@@ -129,6 +133,23 @@ class HFBackend:
         return dict(self.info)
 
 
+def _device(torch: Any, device: str) -> str:
+    """auto: a GPU when there is one; anything else must name a device this machine has."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ShoptuneError(f"device {device!r}: expected auto, cpu, cuda, cuda:N or mps") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ShoptuneError(f"device {device!r}: this machine has no CUDA GPU that torch can use; use cpu or auto")
+    if kind == "mps" and not torch.backends.mps.is_available():
+        raise ShoptuneError(f"device {device!r}: this machine has no Apple GPU that torch can use; use cpu or auto")
+    if kind not in ("cpu", "cuda", "mps"):
+        raise ShoptuneError(f"device {device!r}: expected auto, cpu, cuda, cuda:N or mps")
+    return device
+
+
 def _torch_dtype(torch: Any, dtype: str, device: str) -> Any:
     if dtype == "auto":
         if device.startswith("cuda") and torch.cuda.is_bf16_supported():
@@ -138,14 +159,6 @@ def _torch_dtype(torch: Any, dtype: str, device: str) -> Any:
         return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
     except KeyError:
         raise ShoptuneError(f"dtype {dtype!r}: expected auto, float32, bfloat16 or float16") from None
-
-
-def _with_adapter(model: Any, adapter: str) -> Any:
-    from peft import PeftModel
-
-    if not (Path(adapter) / "adapter_config.json").is_file():
-        raise ShoptuneError(f"adapter {adapter!r}: no adapter_config.json there (expected a PEFT adapter folder)")
-    return PeftModel.from_pretrained(model, adapter)
 
 
 def _single_token_variants(tokenizer: Any, digit: str) -> list[int]:

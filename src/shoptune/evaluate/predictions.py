@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from shoptune.errors import located
-from shoptune.schema import iter_jsonl, write_jsonl
+from shoptune.schema import encodable, iter_jsonl, write_jsonl
 
 
 def read_predictions(path: Path | str, n_questions: int) -> dict[int, str]:
@@ -34,6 +34,10 @@ def read_predictions(path: Path | str, n_questions: int) -> dict[int, str]:
             raise located(path, lineno, "response", "is missing")
         if not isinstance(response, str):
             raise located(path, lineno, "response", f"must be a string, got {type(response).__name__}")
+        try:
+            encodable(response)
+        except ValueError as exc:
+            raise located(path, lineno, "response", str(exc)) from None
         out[index] = response
     return out
 
@@ -43,7 +47,8 @@ def read_journal(path: Path) -> dict[int, str]:
     out: dict[int, str] = {}
     if not path.is_file():
         return out
-    for line in path.read_text(encoding="utf-8").split("\n"):  # not splitlines: answers may hold U+2028
+    # errors="replace": a kill inside a multi-byte character tears the last line, which then fails to parse.
+    for line in path.read_text(encoding="utf-8", errors="replace").split("\n"):  # not splitlines: U+2028
         try:
             obj = json.loads(line)
             out[int(obj["index"])] = str(obj["response"])

@@ -21,10 +21,12 @@ from tqdm import tqdm
 from shoptune.config import StrictConfig, dump_config
 from shoptune.errors import ShoptuneError
 from shoptune.evaluate.backends import Backend, HFBackend, OpenAIBackend, VLLMBackend
+from shoptune.evaluate.metrics import EMBEDDING_MODELS
 from shoptune.evaluate.predictions import Journal, read_journal, read_predictions, write_predictions
 from shoptune.evaluate.scoring import aggregate, render_markdown, score_questions
 from shoptune.hub import DEFAULT_MODEL
-from shoptune.schema import Example, TaskType, atomic_write_text, read_examples
+from shoptune.locks import writing
+from shoptune.schema import Example, TaskType, atomic_write_text, read_examples, read_state
 from shoptune.tasks.render import SHOPBENCH_SYSTEM_PROMPT
 
 # Enough for every well-formed answer of the type; generation keeps the official baseline's 100 tokens,
@@ -62,7 +64,7 @@ class EvalConfig(StrictConfig):
     allow_download: bool = False
     limit: int | None = Field(None, ge=1)
     embedding_models: dict[str, str] = Field(default_factory=dict)
-    bootstrap: int = Field(1000, ge=0)
+    bootstrap: int = Field(1000, ge=0, le=100_000)  # resamples of per-question scores; more adds nothing
     seed: int = 0
 
     @field_validator("max_new_tokens")
@@ -74,6 +76,15 @@ class EvalConfig(StrictConfig):
         if any(v < 1 for v in value.values()):
             raise ValueError("every budget must be at least 1 token")
         return {**DEFAULT_MAX_NEW_TOKENS, **value}
+
+    @field_validator("embedding_models")
+    @classmethod
+    def _embedding_metrics(cls, value: dict[str, str]) -> dict[str, str]:
+        known = sorted(m.value for m in EMBEDDING_MODELS)
+        unknown = sorted(set(value) - set(known))
+        if unknown:
+            raise ValueError(f"unknown embedding metric(s) {unknown}; expected {known}")
+        return value
 
     def answer_settings(self) -> dict[str, Any]:
         """The settings that change answers: a resumed run must match them, scoring settings may differ."""
@@ -159,61 +170,72 @@ class RunResult:
     computed: int
     reused: int
     out: Path
+    truncated_prompts: int = 0  # prompts longer than the model's context, which lost their beginning
 
 
-def _prepare_out(out: Path, config: EvalConfig, data: Path) -> None:
-    """Refuse to resume into a folder whose answers came from other settings or other data."""
+def _prepare_out(out: Path, config: EvalConfig, data: Path) -> dict[str, Any]:
+    """The folder's run record; refuse to resume into a folder whose answers came from other settings or data."""
     if out.exists() and not out.is_dir():
         raise ShoptuneError(f"--out {out}: exists and is not a directory")
+    current = {"data": str(data.resolve()), "answer_settings": config.answer_settings(), "truncated_prompts": 0}
     record = out / "run.json"
-    if record.is_file():
-        previous = json.loads(record.read_text(encoding="utf-8"))
-        current = {"data": str(data.resolve()), "answer_settings": config.answer_settings()}
-        if previous != current:
-            changed = sorted(
-                k
-                for k in current["answer_settings"]
-                if previous.get("answer_settings", {}).get(k) != current["answer_settings"][k]
-            )
-            if previous.get("data") != current["data"]:
-                changed.insert(0, "data")
-            raise ShoptuneError(
-                f"{out} holds answers from different settings ({', '.join(changed)}); "
-                "choose another --out or delete that folder"
-            )
+    if not record.is_file():
+        return current
+    previous = read_state(record)
+    changed = sorted(
+        k
+        for k in current["answer_settings"]
+        if previous.get("answer_settings", {}).get(k) != current["answer_settings"][k]
+    )
+    if previous.get("data") != current["data"]:
+        changed.insert(0, "data")
+    if changed:
+        raise ShoptuneError(
+            f"{out} holds answers from different settings ({', '.join(changed)}); "
+            "choose another --out or delete that folder"
+        )
+    return {**current, "truncated_prompts": int(previous.get("truncated_prompts") or 0)}
 
 
 def run_eval(data: Path, out: Path, config: EvalConfig, progress: bool = True) -> RunResult:
+    """Answer what is missing, then score; one run at a time per folder."""
     examples = read_examples(data)
-    _prepare_out(out, config, data)
-    done: dict[int, str] = {}
-    if (out / PREDICTIONS).is_file():
-        done.update(read_predictions(out / PREDICTIONS, len(examples)))
-    done.update(read_journal(out / JOURNAL))
-    examples = examples[: config.limit] if config.limit else examples
-    pending = [i for i in range(len(examples)) if i not in done]
-    if pending:
-        backend = make_backend(config)
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(
-            out / "run.json",
-            json.dumps({"data": str(data.resolve()), "answer_settings": config.answer_settings()}, indent=2) + "\n",
-        )
-        atomic_write_text(out / CONFIG, dump_config(config))
-        journal = Journal(out / JOURNAL)
-        try:
+    with writing(out):
+        record = _prepare_out(out, config, data)
+        done: dict[int, str] = {}
+        if (out / PREDICTIONS).is_file():
+            done.update(read_predictions(out / PREDICTIONS, len(examples)))
+        done.update(read_journal(out / JOURNAL))
+        examples = examples[: config.limit] if config.limit else examples
+        pending = [i for i in range(len(examples)) if i not in done]
+        if pending:
+            backend = make_backend(config)
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / "run.json", json.dumps(record, indent=2) + "\n")
+            atomic_write_text(out / CONFIG, dump_config(config))
+            journal = Journal(out / JOURNAL)
+            try:
 
-            def keep(batch: list[tuple[int, str]]) -> None:
-                journal.write(batch)
-                done.update(batch)
+                def keep(batch: list[tuple[int, str]]) -> None:
+                    journal.write(batch)
+                    done.update(batch)
 
-            answer(backend, examples, pending, config, keep, progress=progress)
-        finally:
-            journal.close()
-        write_predictions(out / PREDICTIONS, done)
-        (out / JOURNAL).unlink(missing_ok=True)
-    scores = score_and_write(examples, done, out, config)
-    return RunResult(scores=scores, computed=len(pending), reused=len(examples) - len(pending), out=out)
+                answer(backend, examples, pending, config, keep, progress=progress)
+            finally:
+                journal.close()
+                # Counted even for an interrupted run: its journalled answers are kept and reused.
+                record["truncated_prompts"] += getattr(backend, "truncated_prompts", 0)
+                atomic_write_text(out / "run.json", json.dumps(record, indent=2) + "\n")
+            write_predictions(out / PREDICTIONS, done)
+            (out / JOURNAL).unlink(missing_ok=True)
+        scores = score_and_write(examples, done, out, config)
+    return RunResult(
+        scores=scores,
+        computed=len(pending),
+        reused=len(examples) - len(pending),
+        out=out,
+        truncated_prompts=record["truncated_prompts"],
+    )
 
 
 def score_and_write(

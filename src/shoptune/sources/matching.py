@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 from shoptune.errors import located
+from shoptune.schema import read_utf8
 from shoptune.tasks.records import Offer, OfferPair
 
 FIELD = re.compile(r"COL (\w+) VAL (.*?)(?= COL \w+ VAL |$)")
@@ -42,7 +43,7 @@ def _price(value: str | None) -> float | None:
 def read_pairs(path: Path, source: str) -> list[OfferPair]:
     pairs = []
     # Not splitlines(): some offer titles hold U+2028, which it would take for a line break.
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").split("\n"), start=1):
+    for lineno, line in enumerate(read_utf8(path).split("\n"), start=1):
         if not line.strip():
             continue
         parts = line.split("\t")

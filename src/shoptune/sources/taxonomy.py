@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from shoptune.errors import located
+from shoptune.schema import read_utf8
 from shoptune.tasks.records import Category
 
 
 def read_taxonomy(path: Path, language: str) -> list[Category]:
     categories = []
-    for lineno, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, line in enumerate(read_utf8(path).splitlines(), start=1):
         if not line.strip() or line.startswith("#"):
             continue
         ident, sep, text = line.partition(" - ")

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from shoptune.errors import ShoptuneError
-from shoptune.schema import atomic_write_text
+from shoptune.schema import atomic_write_text, read_state
 
 
 class TeacherError(Exception):
@@ -65,7 +65,7 @@ class Teacher:
 
     def recall(self, job: dict[str, Any]) -> int | None:
         path = self._key({"job": job})
-        return json.loads(path.read_text(encoding="utf-8"))["attempt"] if path.is_file() else None
+        return read_state(path)["attempt"] if path.is_file() else None
 
     def complete(self, messages: list[dict[str, str]], *, temperature: float, max_tokens: int, seed: int) -> Completion:
         import openai
@@ -79,7 +79,7 @@ class Teacher:
         }
         path = self._key(request)
         if path.is_file():
-            cached = json.loads(path.read_text(encoding="utf-8"))
+            cached = read_state(path)
             return Completion(cached["text"], cached["prompt_tokens"], cached["completion_tokens"], cached=True)
         with self._lock:
             self.http_calls += 1

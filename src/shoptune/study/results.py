@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+from shoptune.schema import read_state
 
 COLUMNS = [
     "cell",
@@ -68,7 +69,7 @@ def rows_of(result: dict[str, Any]) -> list[dict[str, Any]]:
 def load_table(out: Path) -> pd.DataFrame:
     rows = []
     for path in sorted((out / "cells").glob("*/result.json")):
-        rows.extend(rows_of(json.loads(path.read_text(encoding="utf-8"))))
+        rows.extend(rows_of(read_state(path)))
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

@@ -21,7 +21,8 @@ from shoptune.config import dump_config
 from shoptune.data.build import build_mixture, from_row
 from shoptune.data.spec import MixtureSpec
 from shoptune.evaluate.runner import EvalConfig, run_eval
-from shoptune.schema import atomic_write_text, read_examples, write_jsonl
+from shoptune.locks import waiting, writing
+from shoptune.schema import atomic_write_text, read_examples, read_state, write_jsonl
 from shoptune.study.spec import Cell, StudySpec, expand
 from shoptune.train.config import TrainConfig
 from shoptune.train.trainer import train
@@ -54,12 +55,15 @@ def mixture_for(cell: Cell, out: Path) -> Path:
     assert cell.mixture is not None
     digest = hashlib.sha256(json.dumps(cell.mixture, sort_keys=True).encode()).hexdigest()[:16]
     folder = out / "mixtures" / f"{cell.design}-{digest}"
-    if not (folder / "validation.jsonl").is_file():
-        build_mixture(MixtureSpec.model_validate(cell.mixture), folder)
-        import datasets
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    # Cells that share a mixture may run at once (the Ray executor): one builds it, the others wait and reuse it.
+    with waiting(folder.parent / f".{folder.name}.build-lock"):
+        if not (folder / "validation.jsonl").is_file():
+            build_mixture(MixtureSpec.model_validate(cell.mixture), folder)
+            import datasets
 
-        validation = datasets.load_from_disk(str(folder))["validation"]
-        write_jsonl(folder / "validation.jsonl", (from_row(row).to_json() for row in validation))
+            validation = datasets.load_from_disk(str(folder))["validation"]
+            write_jsonl(folder / "validation.jsonl", (from_row(row).to_json() for row in validation))
     return folder
 
 
@@ -90,7 +94,7 @@ def run_cell(cell: Cell, study: StudySpec, out: Path, progress: bool) -> dict[st
     cell_info = dict(cell.__dict__)
     if cell.mixture is not None:
         # What the data actually supported: subtasks whose source is absent contribute no examples.
-        manifest = json.loads((mixture / "manifest.json").read_text(encoding="utf-8"))
+        manifest = read_state(mixture / "manifest.json")
         cell_info["n_subtasks"] = len(manifest["by_subtask"])
         cell_info["n_capabilities"] = len(manifest["by_capability"])
     return {
@@ -165,16 +169,17 @@ def run_study(
     study: StudySpec, out: Path, progress: bool = True, executor: str = "local", address: str | None = None
 ) -> dict[str, int]:
     cells = expand(study)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "study.yaml", dump_config(study))
-    done = [c for c in cells if (out / "cells" / c.key / "result.json").is_file()]
-    todo = [c for c in cells if c not in done]
-    bar = tqdm(
-        total=len(cells), initial=len(done), desc="study cells", unit="cell", file=sys.stderr, disable=not progress
-    )
-    statuses = _run_ray(todo, study, out, bar, address) if executor == "ray" else _run_local(todo, study, out, bar)
-    bar.close()
-    from shoptune.study.results import write_table
+    with writing(out):
+        atomic_write_text(out / "study.yaml", dump_config(study))
+        done = [c for c in cells if (out / "cells" / c.key / "result.json").is_file()]
+        todo = [c for c in cells if c not in done]
+        bar = tqdm(
+            total=len(cells), initial=len(done), desc="study cells", unit="cell", file=sys.stderr, disable=not progress
+        )
+        ray = executor == "ray"
+        statuses = _run_ray(todo, study, out, bar, address) if ray else _run_local(todo, study, out, bar)
+        bar.close()
+        from shoptune.study.results import write_table
 
-    write_table(out)
+        write_table(out)
     return {"cells": len(cells), "reused": len(done), "ran": statuses.count("ran"), "failed": statuses.count("failed")}

@@ -17,8 +17,10 @@ from pydantic import Field
 
 from shoptune import __version__
 from shoptune.config import StrictConfig, load_config
-from shoptune.data.spec import MixtureSpec
+from shoptune.data.spec import SAFE_NAME, MixtureSpec
+from shoptune.errors import ShoptuneError
 from shoptune.hub import DEFAULT_MODEL
+from shoptune.train.config import TrainConfig
 
 GROUPS = ("capability", "task")  # the paper's two ablation axes
 
@@ -38,7 +40,7 @@ class EvalSettings(StrictConfig):
 
 
 class StudySpec(StrictConfig):
-    name: str
+    name: str = Field(pattern=SAFE_NAME)
     models: list[str] = Field(default_factory=lambda: ["default"])  # "default": smollm2-135m-instruct
     designs: dict[str, list[Path]]  # group ("capability" or "task") -> mixture specs, least to most diverse
     ranks: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [16], min_length=1)
@@ -79,8 +81,6 @@ def load_study(path: Path) -> StudySpec:
     study = load_config(StudySpec, path)
     unknown = sorted(set(study.designs) - set(GROUPS))
     if unknown:
-        from shoptune.errors import ShoptuneError
-
         raise ShoptuneError(f"{path}: unknown design group(s) {unknown}; expected {list(GROUPS)}")
     base = path.parent
 
@@ -89,6 +89,14 @@ def load_study(path: Path) -> StudySpec:
 
     designs = {group: [resolve(p) for p in specs] for group, specs in study.designs.items()}
     sets = [resolve(p) for p in study.eval.sets]
+    missing = [str(p) for p in sets if not p.is_file()]
+    if missing:
+        raise ShoptuneError(f"{path}: evaluation set(s) not found: {', '.join(missing)}")
+    # Checked now, not when the first cell trains after every mixture was built.
+    try:
+        load_config(TrainConfig, None, {**study.train, "mixture": "checked-per-cell"})
+    except ShoptuneError as exc:
+        raise ShoptuneError(f"{path}: train: {str(exc).removeprefix('command line: ')}") from None
     return study.model_copy(update={"designs": designs, "eval": study.eval.model_copy(update={"sets": sets})})
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from shoptune.config import StrictConfig
 from shoptune.hub import DEFAULT_MODEL
@@ -56,6 +57,14 @@ class TrainConfig(StrictConfig):
         if (self.mixture is None) == (self.data is None):
             raise ValueError("give exactly one of mixture (a `shoptune data build` folder) or data (JSON Lines)")
         return self
+
+    @field_validator("report_to")
+    @classmethod
+    def _loggers_installed(cls, value: list[str]) -> list[str]:
+        missing = [name for name in value if importlib.util.find_spec(name) is None]
+        if missing:
+            raise ValueError(f"{', '.join(missing)} is not installed: pip install {' '.join(missing)}, or drop it")
+        return value
 
     def lora_alpha(self) -> float:
         return self.lora.alpha if self.lora.alpha is not None else 2.0 * self.lora.rank

@@ -15,18 +15,23 @@ import itertools
 import json
 import math
 import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
 from shoptune.config import dump_config
 from shoptune.errors import ShoptuneError
-from shoptune.hub import resolve_model_source
-from shoptune.schema import Example, atomic_write_text, read_examples
+from shoptune.hub import load_causal_lm, sha256_of, with_adapter
+from shoptune.locks import writing
+from shoptune.schema import Example, atomic_write_text, read_examples, read_state
 from shoptune.tasks.render import answer_text, render_prompt
 from shoptune.train.config import TrainConfig
 
 ADAPTER = "adapter"
+RUN_RECORD = "run.json"  # what decided the run's weights, compared by a rerun before it resumes
+SUMMARY = "train_summary.json"  # written last: a finished run
 
 
 def mixture_folder(config: TrainConfig, out: Path) -> Path:
@@ -102,15 +107,10 @@ def count_parameters(model: Any) -> dict[str, int]:
 def load_model(config: TrainConfig) -> tuple[Any, Any]:
     """Base model plus fresh LoRA weights; seeded first, so the same config gives the same initial adapter."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, set_seed
+    from transformers import set_seed
 
     set_seed(config.seed)
-    source = resolve_model_source(config.model, config.allow_download)
-    local_only = not config.allow_download
-    tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    kwargs: dict[str, Any] = {"local_files_only": local_only}
+    kwargs: dict[str, Any] = {}
     if use_bf16(config):
         kwargs["dtype"] = torch.bfloat16
     if config.method == "qlora":
@@ -124,7 +124,9 @@ def load_model(config: TrainConfig) -> tuple[Any, Any]:
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16,
         )
-    model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    model, tokenizer = load_causal_lm(config.model, config.allow_download, **kwargs)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
     # Without a KV cache, transformers builds block-diagonal masks from restarting position ids: packed
     # examples then never attend to each other (sdpa, eager and flash attention alike).
     model.config.use_cache = False
@@ -143,7 +145,10 @@ def load_model(config: TrainConfig) -> tuple[Any, Any]:
         use_dora=config.lora.dora,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, lora), tokenizer
+    try:
+        return get_peft_model(model, lora), tokenizer
+    except ValueError as exc:  # e.g. target_modules that name no layer of this model
+        raise ShoptuneError(f"LoRA on {config.model!r}: {str(exc).strip().splitlines()[0]}") from None
 
 
 def answer_only_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
@@ -196,6 +201,54 @@ def use_bf16(config: TrainConfig) -> bool:
 
 
 def train(config: TrainConfig, out: Path, *, resume: bool = True, progress: bool = True) -> dict[str, Any]:
+    """Train into `out`, one run at a time; a rerun with the same settings and data resumes from its checkpoint."""
+    if out.exists() and not out.is_dir():
+        raise ShoptuneError(f"--out {out}: exists and is not a directory")
+    record = fingerprint(config)  # of the config as given: a mixture spec, not the folder it is built into
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch, the main process holds the lock
+        return _train(config, out, record, resume=resume, progress=progress)
+    with writing(out):
+        refuse_other_runs(record, out)
+        if resume and (out / SUMMARY).is_file() and (out / ADAPTER).is_dir():
+            return read_state(out / SUMMARY)  # this very run has finished: nothing to redo
+        return _train(config, out, record, resume=resume, progress=progress)
+
+
+# Settings that change how a run is watched or kept, not what it learns: a resumed run may change them.
+UNLEARNED = frozenset({"report_to", "logging_steps", "eval_steps", "save_steps", "save_total_limit", "allow_download"})
+
+
+def fingerprint(config: TrainConfig) -> dict[str, Any]:
+    """What decides a run's weights: its settings and the content of its data."""
+    inputs = {}
+    for name in ("mixture", "data", "eval_data"):
+        path = getattr(config, name)
+        if path is None:
+            continue
+        record = path / "manifest.json" if path.is_dir() else path  # a mixture folder is named by its manifest
+        inputs[name] = sha256_of(record) if record.is_file() else None
+    return {"settings": config.model_dump(mode="json", exclude=set(UNLEARNED)), "inputs": inputs}
+
+
+def refuse_other_runs(current: dict[str, Any], out: Path) -> None:
+    """A folder trained with other settings or data is not resumed: its checkpoint would mix two runs."""
+    if not (out / RUN_RECORD).is_file():
+        return
+    previous = read_state(out / RUN_RECORD)
+    changed = [
+        key
+        for part in ("settings", "inputs")
+        for key in sorted({*current[part], *previous.get(part, {})})
+        if current[part].get(key) != previous.get(part, {}).get(key)
+    ]
+    if changed:
+        raise ShoptuneError(
+            f"{out} holds a run trained with other settings or data ({', '.join(changed)}); "
+            "choose another --out or delete that folder"
+        )
+
+
+def _train(config: TrainConfig, out: Path, record: dict[str, Any], *, resume: bool, progress: bool) -> dict[str, Any]:
     import datasets
     from transformers import (
         DataCollatorForSeq2Seq,
@@ -204,8 +257,6 @@ def train(config: TrainConfig, out: Path, *, resume: bool = True, progress: bool
         TrainingArguments,
     )
 
-    if out.exists() and not out.is_dir():
-        raise ShoptuneError(f"--out {out}: exists and is not a directory")
     # Raised inside transformers on every run in 5.x; nothing a user of shoptune can act on.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     if config.mixture is not None:
@@ -222,6 +273,7 @@ def train(config: TrainConfig, out: Path, *, resume: bool = True, progress: bool
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "config.yaml", dump_config(config))
+    atomic_write_text(out / RUN_RECORD, json.dumps(record, indent=2) + "\n")
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "logs")
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"),
@@ -284,7 +336,7 @@ def train(config: TrainConfig, out: Path, *, resume: bool = True, progress: bool
             "train_seconds": result.metrics.get("train_runtime"),
             "log_history": trainer.state.log_history,
         }
-        atomic_write_text(out / "train_summary.json", json.dumps(summary, indent=2, default=_jsonable) + "\n")
+        atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2, default=_jsonable) + "\n")
         return summary
     return {}
 
@@ -312,15 +364,23 @@ def _has_checkpoint(out: Path) -> bool:
 
 
 def merge(base: str, adapter: Path, out: Path, allow_download: bool = False) -> Path:
-    """Fold a LoRA adapter into its base model, so it serves and quantises like any plain model."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
+    """Fold a LoRA adapter into its base model, so it serves and quantises like any plain model. The model is
+    written under a temporary name and renamed, into a folder that must not exist yet (or be empty)."""
     if not (adapter / "adapter_config.json").is_file():
         raise ShoptuneError(f"adapter {adapter}: no adapter_config.json there (expected a PEFT adapter folder)")
-    source = resolve_model_source(base, allow_download)
-    model = AutoModelForCausalLM.from_pretrained(source, local_files_only=not allow_download)
-    merged = PeftModel.from_pretrained(model, str(adapter)).merge_and_unload()
-    merged.save_pretrained(str(out))
-    AutoTokenizer.from_pretrained(source, local_files_only=not allow_download).save_pretrained(str(out))
+    with writing(out):
+        if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+            raise ShoptuneError(f"--out {out}: already exists; choose a new folder (a merge never writes into one)")
+        model, tokenizer = load_causal_lm(base, allow_download)
+        merged = with_adapter(model, adapter, base).merge_and_unload()
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.absolute().parent))
+        try:
+            merged.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+            if out.exists():
+                out.rmdir()
+            tmp.rename(out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
     return out
