@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -450,8 +451,8 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(tiny_model, tmp_path, run_c
     assert code == 0 and f"reused {kept} from earlier runs" in err, err
 
 
-def test_a_server_stops_gracefully_on_ctrl_c(tiny_model):
-    proc = _shoptune("serve", tiny_model, "--port", "0", "--name", "shop")
+def test_the_server_command_honours_its_limits_and_stops_gracefully_on_ctrl_c(tiny_model):
+    proc = _shoptune("serve", tiny_model, "--port", "0", "--name", "shop", "--max-tokens", "8")
     try:
         line = proc.stderr.readline()
         assert "serving 'shop' at http://127.0.0.1:" in line, line
@@ -461,6 +462,13 @@ def test_a_server_stops_gracefully_on_ctrl_c(tiny_model):
                 assert json.loads(reply.read())["data"][0]["id"] == "shop"
                 break
             time.sleep(0.1)
+        ask = json.dumps({"model": "shop", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 9})
+        request = urllib.request.Request(
+            url + "/chat/completions", data=ask.encode(), headers={"Content-Type": "application/json"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        assert refused.value.code == 400 and "at most 8" in refused.value.read().decode()
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:

@@ -303,3 +303,33 @@ def test_demo_config_trains_the_default_model_on_a_shipped_mixture(run_cli, tmp_
     assert summary["steps"] == 2 and summary["train_examples"] >= 4 * 1000
     assert (tmp_path / "mixture" / "manifest.json").is_file()
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_activation_checkpointing_full_or_selective_trains_the_same_adapter(examples_file, tiny_model, tmp_path):
+    """Recomputing activations (all of them, or all but attention's output) changes memory and time, not weights:
+    dropout masks are drawn again from the same random state."""
+    adapters = {}
+    for name, settings in {
+        "none": {},
+        "full": {"gradient_checkpointing": True, "selective_checkpointing": False},
+        "selective": {"gradient_checkpointing": True},
+    }.items():
+        cfg = config(
+            examples_file, tiny_model, max_steps=3, eval_data=None, lora={"rank": 4, "dropout": 0.1}, **settings
+        )
+        train(cfg, tmp_path / name, progress=False)
+        adapters[name] = load_file(tmp_path / name / "adapter" / "adapter_model.safetensors")
+    for name in ("full", "selective"):
+        for key, value in adapters["none"].items():
+            torch.testing.assert_close(adapters[name][key], value, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("selective", [False, True])
+def test_checkpointing_is_switched_on_for_every_decoder_layer(examples_file, tiny_model, selective):
+    from shoptune.train.trainer import checkpoint_activations
+
+    model, _ = load_model(config(examples_file, tiny_model))
+    checkpoint_activations(model, selective=selective)
+    layers = model.get_base_model().model.layers
+    assert all(layer.gradient_checkpointing for layer in layers)
+    assert ("context_fn" in layers[0]._gradient_checkpointing_func.keywords) is selective

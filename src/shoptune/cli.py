@@ -366,7 +366,8 @@ def serve_command(
     limits = ServeLimits(max_tokens=max_tokens, max_prompts=max_prompts, max_queue=max_queue, batch=batch)
     sock = listen(host, port)
     path = model or DEFAULT_MODEL
-    server = ModelServer(HFBackend(path, adapter=adapter, system_prompt=None), name or Path(path.rstrip("/")).name)
+    backend = HFBackend(path, adapter=adapter, system_prompt=None)
+    server = ModelServer(backend, name or Path(path.rstrip("/")).name, limits)
     bound = sock.getsockname()[1]
     key = "API key required" if api_key else f"no API key ({API_KEY_ENV} unset)"
     console.print(f"serving '{server.name}' at http://{host}:{bound}/v1, {key} (Ctrl-C stops)")

@@ -42,6 +42,8 @@ class TrainConfig(StrictConfig):
     batch_size: int = Field(8, ge=1)
     gradient_accumulation: int = Field(1, ge=1)
     gradient_checkpointing: bool = False
+    # With checkpointing: keep attention's output rather than recompute it (most of the speed back, little memory).
+    selective_checkpointing: bool = True
     bf16: Literal["auto", "on", "off"] = "auto"
     seed: int = 0
     eval_steps: int = Field(50, ge=1)

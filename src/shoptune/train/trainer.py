@@ -151,6 +151,44 @@ def load_model(config: TrainConfig) -> tuple[Any, Any]:
         raise ShoptuneError(f"LoRA on {config.model!r}: {str(exc).strip().splitlines()[0]}") from None
 
 
+# The fused attention kernels torch dispatches scaled_dot_product_attention to, on every device.
+ATTENTION_KERNELS = (
+    "_scaled_dot_product_flash_attention",
+    "_scaled_dot_product_flash_attention_for_cpu",
+    "_scaled_dot_product_efficient_attention",
+    "_scaled_dot_product_cudnn_attention",
+    "_scaled_dot_product_fused_attention_overrideable",
+)
+
+
+def checkpoint_activations(model: Any, *, selective: bool) -> None:
+    """Recompute each decoder layer's activations in the backward pass instead of keeping them.
+
+    Selective (torch's selective activation checkpointing): the attention kernel's output is kept and only the
+    rest is recomputed. Packed examples attend within a row-long block-diagonal mask, so attention is the
+    costliest part of the recompute, while its output is one hidden-size tensor per layer.
+    """
+    import functools
+
+    import torch
+    from torch.utils.checkpoint import CheckpointPolicy, create_selective_checkpoint_contexts
+
+    kwargs: dict[str, Any] = {"use_reentrant": False}
+    if selective:
+        keep = {getattr(torch.ops.aten, name).default for name in ATTENTION_KERNELS if hasattr(torch.ops.aten, name)}
+
+        def policy(ctx: Any, op: Any, *args: Any, **op_kwargs: Any) -> Any:
+            return CheckpointPolicy.MUST_SAVE if op in keep else CheckpointPolicy.PREFER_RECOMPUTE
+
+        kwargs["context_fn"] = functools.partial(create_selective_checkpoint_contexts, policy)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    enable = getattr(base, "activation_checkpointing_enable", None)  # transformers >= 5.x; the older name before
+    if enable is not None:
+        enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def answer_only_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
     """Next-token cross-entropy over the answer tokens, with the output layer applied at those positions only.
 
@@ -263,6 +301,8 @@ def _train(config: TrainConfig, out: Path, record: dict[str, Any], *, resume: bo
         config = config.model_copy(update={"mixture": mixture_folder(config, out)})
     train_examples, held_out = load_examples(config)
     model, tokenizer = load_model(config)
+    if config.gradient_checkpointing and config.method != "qlora":  # QLoRA's preparation has turned it on
+        checkpoint_activations(model, selective=config.selective_checkpointing)
     datasets.disable_progress_bars()
     train_set = datasets.Dataset.from_list([encode(ex, tokenizer, config) for ex in train_examples])
     eval_set = datasets.Dataset.from_list([encode(ex, tokenizer, config) for ex in held_out]) if held_out else None
@@ -287,7 +327,7 @@ def _train(config: TrainConfig, out: Path, record: dict[str, Any], *, resume: bo
         num_train_epochs=config.epochs,
         max_steps=config.max_steps,
         # Passed only when wanted: transformers 5 renames the option and warns on every explicit use.
-        **({"gradient_checkpointing": True} if config.gradient_checkpointing else {}),
+        **({"gradient_checkpointing": True} if config.gradient_checkpointing and config.method == "qlora" else {}),
         bf16=use_bf16(config),
         seed=config.seed,
         data_seed=config.seed,
