@@ -311,8 +311,8 @@ def test_activation_checkpointing_full_or_selective_trains_the_same_adapter(exam
     adapters = {}
     for name, settings in {
         "none": {},
-        "full": {"gradient_checkpointing": True, "selective_checkpointing": False},
-        "selective": {"gradient_checkpointing": True},
+        "full": {"gradient_checkpointing": True},
+        "selective": {"gradient_checkpointing": True, "selective_checkpointing": True},
     }.items():
         cfg = config(
             examples_file, tiny_model, max_steps=3, eval_data=None, lora={"rank": 4, "dropout": 0.1}, **settings

@@ -6,8 +6,9 @@ Endpoints: GET /v1/models, POST /v1/chat/completions and /v1/completions, both w
 
 The HTTP side is FastAPI on Hypercorn, chosen over a hand-written server for what a server exposed to
 other programs needs: request validation, OpenAI-style error objects for every failure, server-sent
-events, and (Hypercorn rather than uvicorn) a read timeout, so connections that never finish sending a
-request are closed instead of held. vLLM's own OpenAI server is the better choice on a GPU when vLLM is
+events, and (Hypercorn rather than uvicorn) an idle timer that also runs while a request's headers are
+incomplete, so connections that never finish sending a request are closed instead of held; a body that
+does not arrive in time gets 408. vLLM's own OpenAI server is the better choice on a GPU when vLLM is
 installed; this one serves any transformers model with a PEFT adapter, on a CPU too.
 
 One thread owns the model. A request is cut into batches of at most `batch` prompts, and requests take
@@ -318,7 +319,7 @@ def make_app(server: ModelServer, api_key: str | None = None) -> Any:
         ]
         return server.envelope("text_completion", choices, answers)
 
-    return BodyLimit(app, server.limits.max_body_bytes)
+    return RequestGuard(app, server.limits.max_body_bytes, server.limits.read_timeout)
 
 
 def _stream(server: ModelServer, body: Common, text: str, kind: str) -> StreamingResponse:
@@ -354,42 +355,54 @@ def _stream(server: ModelServer, body: Common, text: str, kind: str) -> Streamin
     return StreamingResponse(events(), media_type="text/event-stream")
 
 
-class BodyLimit:
-    """ASGI middleware: a request body over `limit` bytes gets 413, whether or not it declares its length."""
+class RequestGuard:
+    """ASGI middleware for the request's body: over `limit` bytes gets 413 (declared or not), and a body not
+    received whole within `seconds` gets 408. (Hypercorn's idle timer covers headers that never complete; its
+    read timeout would also cut a client that is quietly waiting for a long answer, so it is not used.)"""
 
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app: Any, limit: int, seconds: float) -> None:
+        self.app, self.limit, self.seconds = app, limit, seconds
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         declared = dict(scope.get("headers", [])).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            return await self._too_large(send)
-        seen = 0
+            return await self._refuse(send, 413, f"the request body exceeds {self.limit} bytes")
+        deadline = asyncio.get_running_loop().time() + self.seconds
+        seen, complete = 0, False
 
-        async def counted() -> dict:
-            nonlocal seen
-            message = await receive()
+        async def guarded() -> dict:
+            nonlocal seen, complete
+            if complete:  # the body is in: what remains is waiting for a disconnect, with no deadline
+                return await receive()
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), max(left, 0.001))
+            except TimeoutError:
+                raise _Refused(408, f"the request body did not arrive within {self.seconds:g} s") from None
             seen += len(message.get("body", b""))
             if seen > self.limit:
-                raise _TooLarge
+                raise _Refused(413, f"the request body exceeds {self.limit} bytes")
+            complete = message["type"] != "http.request" or not message.get("more_body", False)
             return message
 
         try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await self._too_large(send)
+            await self.app(scope, guarded, send)
+        except _Refused as refused:
+            await self._refuse(send, refused.status, refused.message)
 
-    async def _too_large(self, send: Any) -> None:
-        body = json.dumps(ApiError(413, f"the request body exceeds {self.limit} bytes").body()).encode()
+    async def _refuse(self, send: Any, status: int, message: str) -> None:
+        body = json.dumps(ApiError(status, message).body()).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
+class _Refused(BaseException):  # not an Exception: FastAPI's body parsing would turn it into a 400
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
 
 
 def is_loopback(host: str) -> bool:
@@ -426,8 +439,7 @@ async def run(app: Any, sock: socket.socket, limits: ServeLimits, stop: asyncio.
 
     config = Config()
     config.bind = [f"fd://{sock.detach()}"]  # Hypercorn owns (and closes) the socket from here on
-    config.read_timeout = int(limits.read_timeout)
-    config.keep_alive_timeout = limits.read_timeout
+    config.keep_alive_timeout = limits.read_timeout  # also closes a connection whose headers never complete
     config.accesslog = None
     config.errorlog = log
     trigger = stop.wait if stop is not None else None
