@@ -59,3 +59,13 @@ def load_config(cls: type[C], path: Path | str | None = None, overrides: dict[st
 
 def dump_config(config: BaseModel) -> str:
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
+
+
+SPEC_RECORD = "spec.yaml"  # the resolved spec an output folder was made from, written beside what it made
+
+
+def refuse_other_spec(folder: Path, spec: BaseModel, made: str) -> None:
+    """A folder made from another spec is not continued or overwritten: its files would belong to neither."""
+    record = folder / SPEC_RECORD
+    if record.is_file() and read_utf8(record) != dump_config(spec):
+        raise ShoptuneError(f"{folder} holds {made} from another spec; choose another --out or delete it")

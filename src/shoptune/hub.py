@@ -17,14 +17,13 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from shoptune.errors import ShoptuneError
 from shoptune.locks import waiting
+from shoptune.schema import folder_in_place, remove_temporaries
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 TINY_MODEL = "shoptune-tiny-5m"
@@ -108,8 +107,7 @@ def with_adapter(model: Any, adapter: str | Path, base: str) -> Any:
     """`model` with a PEFT adapter applied; an adapter trained on another model is one clear error."""
     from peft import PeftModel
 
-    if not (Path(adapter) / "adapter_config.json").is_file():
-        raise ShoptuneError(f"adapter {str(adapter)!r}: no adapter_config.json there (expected a PEFT adapter folder)")
+    require_adapter(adapter)
     try:
         return PeftModel.from_pretrained(model, str(adapter))
     except (RuntimeError, ValueError, KeyError, OSError) as exc:
@@ -117,6 +115,12 @@ def with_adapter(model: Any, adapter: str | Path, base: str) -> Any:
             f"adapter {str(adapter)!r} does not fit model {base!r} (was it trained on another model?): "
             f"{_first_line(exc)}"
         ) from None
+
+
+def require_adapter(adapter: str | Path) -> None:
+    """Checked before a model is loaded for it, so a wrong path fails in a second, not after the load."""
+    if not (Path(adapter) / "adapter_config.json").is_file():
+        raise ShoptuneError(f"adapter {str(adapter)!r}: no adapter_config.json there (expected a PEFT adapter folder)")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -160,9 +164,7 @@ def converted(gguf: Path) -> Path:
         raise ShoptuneError(f"cannot create {folder.parent} for converted models ({exc}); set SHOPTUNE_HOME") from None
     with waiting(folder.parent / f".{folder.name}.lock"):
         if not (folder / CONVERTED).is_file():  # another process may have converted it meanwhile
-            # Temporary folders left by a conversion that was killed (the lock is ours, so none is in use).
-            for stale in (p for p in folder.parent.glob(f".{folder.name}.*") if p.is_dir()):
-                shutil.rmtree(stale, ignore_errors=True)
+            remove_temporaries(folder)  # before reading the file, which may fail
             _convert(gguf, digest, folder)
     return folder
 
@@ -188,15 +190,9 @@ def _convert(gguf: Path, digest: str, folder: Path) -> None:
     model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
+    # Replaces a folder a conversion left before writing its record; the caller holds the conversion lock.
+    with folder_in_place(folder) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         record = {"gguf": gguf.name, "sha256": digest, "bytes": gguf.stat().st_size, "dtype": "float32"}
         (tmp / CONVERTED).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-        if folder.exists():
-            shutil.rmtree(folder)  # a conversion cut short before its record was written
-        tmp.rename(folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

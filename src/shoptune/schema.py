@@ -7,8 +7,10 @@ interrupted run never leaves a half-written file behind.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from enum import StrEnum
@@ -263,6 +265,31 @@ def read_state(path: Path | str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ShoptuneError(f"{path}: damaged run record (not a JSON object); delete it (or its folder) to start over")
     return value
+
+
+def remove_temporaries(out: Path) -> None:
+    """The temporary folders beside `out` that a killed `folder_in_place` left (the caller holds `out`'s lock)."""
+    for stale in out.parent.glob(f".{out.name}.*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def folder_in_place(out: Path) -> Iterator[Path]:
+    """A temporary folder beside `out`, renamed to `out` (replacing what is there) once the block completes, and
+    removed if it fails: readers see the old folder or the new, never half of one. Temporaries that a killed run
+    left are removed first, so the caller must hold `out` (a lock) while it writes."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(out)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def write_jsonl(path: Path | str, rows: Iterable[dict[str, Any]]) -> None:

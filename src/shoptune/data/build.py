@@ -13,10 +13,8 @@ import json
 import multiprocessing
 import os
 import random
-import shutil
 import statistics
 import sys
-import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
@@ -30,13 +28,13 @@ import pyarrow.compute as pc
 from tqdm import tqdm
 
 from shoptune import __version__
-from shoptune.config import dump_config
+from shoptune.config import SPEC_RECORD, dump_config, refuse_other_spec
 from shoptune.data.clean import Contamination, Fingerprints, dedupe, fingerprint
 from shoptune.data.spec import MixtureSpec
 from shoptune.errors import ShoptuneError
 from shoptune.hub import tiny_model_path
 from shoptune.locks import writing
-from shoptune.schema import Example, atomic_write_text, parse_example, read_examples
+from shoptune.schema import Example, atomic_write_text, folder_in_place, parse_example, read_examples
 from shoptune.sources.shipped import file_hash, load_raw
 from shoptune.tasks.records import RawCorpus
 from shoptune.tasks.registry import all_subtasks
@@ -265,12 +263,7 @@ def save(splits: dict[str, pa.Table], info: dict[str, Any], spec: MixtureSpec, o
     import datasets
 
     datasets.disable_progress_bars()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for stale in out.parent.glob(f".{out.name}.*"):  # left by a killed build; the caller holds the folder's lock
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with folder_in_place(out) as tmp:  # the caller (build_mixture) holds the folder's lock
         # The build is a pure function of the manifest (spec, input hashes, version), so a fingerprint
         # drawn from it, unlike datasets' random one, keeps the saved files byte-identical across runs.
         identity = json.dumps(info, sort_keys=True)
@@ -280,13 +273,7 @@ def save(splits: dict[str, pa.Table], info: dict[str, Any], spec: MixtureSpec, o
         }
         datasets.DatasetDict(parts).save_to_disk(str(tmp))
         atomic_write_text(tmp / "manifest.json", json.dumps(info, indent=2, ensure_ascii=False) + "\n")
-        atomic_write_text(tmp / "spec.yaml", dump_config(spec))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        atomic_write_text(tmp / SPEC_RECORD, dump_config(spec))
 
 
 def build_mixture(
@@ -297,8 +284,7 @@ def build_mixture(
     with writing(out):
         if out.exists() and not (out / "manifest.json").is_file():
             raise ShoptuneError(f"--out {out}: exists and is not a mixture folder; refusing to replace it")
-        if (out / "spec.yaml").is_file() and (out / "spec.yaml").read_text(encoding="utf-8") != dump_config(spec):
-            raise ShoptuneError(f"{out} holds a mixture built from another spec; choose another --out or delete it")
+        refuse_other_spec(out, spec, "a mixture built")
         parts = make_parts(spec, workers, progress)
         splits, removed = split(spec, parts)
         if not len(splits["train"]):

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import Field
 from tqdm import tqdm
 
-from shoptune.config import StrictConfig, dump_config
+from shoptune.config import SPEC_RECORD, StrictConfig, dump_config, refuse_other_spec
 from shoptune.errors import ShoptuneError
 from shoptune.locks import writing
 from shoptune.schema import Example, TaskType, atomic_write_text, parse_example, write_jsonl
@@ -162,8 +162,7 @@ def generate(spec: GenerateSpec, out: Path, progress: bool = True) -> dict[str, 
     if out.exists() and not out.is_dir():
         raise ShoptuneError(f"--out {out}: exists and is not a directory")
     with writing(out):
-        if (out / "spec.yaml").is_file() and (out / "spec.yaml").read_text(encoding="utf-8") != dump_config(spec):
-            raise ShoptuneError(f"{out} holds examples generated from another spec; choose another --out or delete it")
+        refuse_other_spec(out, spec, "examples generated")
         info = _generate(spec, out, progress)
     if not info["produced"]:
         raise ShoptuneError(
@@ -245,5 +244,5 @@ def _generate(spec: GenerateSpec, out: Path, progress: bool) -> dict[str, Any]:
     write_jsonl(out / "generated.jsonl", (ex.to_json() for ex in kept.values()))
     info = stats.as_dict(spec)
     atomic_write_text(out / "stats.json", json.dumps(info, indent=2) + "\n")
-    atomic_write_text(out / "spec.yaml", dump_config(spec))
+    atomic_write_text(out / SPEC_RECORD, dump_config(spec))
     return info

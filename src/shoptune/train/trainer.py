@@ -15,17 +15,15 @@ import itertools
 import json
 import math
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
 
-from shoptune.config import dump_config
+from shoptune.config import SPEC_RECORD, dump_config
 from shoptune.errors import ShoptuneError
-from shoptune.hub import load_causal_lm, sha256_of, with_adapter
+from shoptune.hub import load_causal_lm, require_adapter, sha256_of, with_adapter
 from shoptune.locks import writing
-from shoptune.schema import Example, atomic_write_text, read_examples, read_state
+from shoptune.schema import Example, atomic_write_text, folder_in_place, read_examples, read_state
 from shoptune.tasks.render import answer_text, render_prompt
 from shoptune.train.config import TrainConfig
 
@@ -45,7 +43,7 @@ def mixture_folder(config: TrainConfig, out: Path) -> Path:
 
     spec = load_config(MixtureSpec, config.mixture).resolve_paths(config.mixture.parent)
     folder = out / "mixture"
-    built = folder / "spec.yaml"
+    built = folder / SPEC_RECORD
     if not (built.is_file() and built.read_text(encoding="utf-8") == dump_config(spec)):
         build_mixture(spec, folder)
     return folder
@@ -406,21 +404,13 @@ def _has_checkpoint(out: Path) -> bool:
 def merge(base: str, adapter: Path, out: Path, allow_download: bool = False) -> Path:
     """Fold a LoRA adapter into its base model, so it serves and quantises like any plain model. The model is
     written under a temporary name and renamed, into a folder that must not exist yet (or be empty)."""
-    if not (adapter / "adapter_config.json").is_file():
-        raise ShoptuneError(f"adapter {adapter}: no adapter_config.json there (expected a PEFT adapter folder)")
+    require_adapter(adapter)
     with writing(out):
         if out.exists() and not (out.is_dir() and not any(out.iterdir())):
             raise ShoptuneError(f"--out {out}: already exists; choose a new folder (a merge never writes into one)")
         model, tokenizer = load_causal_lm(base, allow_download)
         merged = with_adapter(model, adapter, base).merge_and_unload()
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.absolute().parent))
-        try:
+        with folder_in_place(out) as tmp:  # replaces at most an empty folder: checked above
             merged.save_pretrained(str(tmp))
             tokenizer.save_pretrained(str(tmp))
-            if out.exists():
-                out.rmdir()
-            tmp.rename(out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return out
