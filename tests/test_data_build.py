@@ -115,7 +115,7 @@ def test_cli_builds_a_shipped_spec(tmp_path, run_cli):
         (ROOT / "configs" / "mixtures" / "tasks1.yaml")
         .read_text()
         .replace("examples_per_subtask: 1500", "examples_per_subtask: 20")
-        .replace("data/", str(ROOT / "data") + "/")
+        .replace("../../data/", str(ROOT / "data") + "/")
     )
     code, out, err = run_cli("data", "build", spec, "--out", tmp_path / "mix")
     assert code == 0, err
