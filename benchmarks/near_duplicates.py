@@ -54,7 +54,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the figures to this file")
     args = parser.parse_args()
 
-    spec = load_config(MixtureSpec, args.spec).resolve_paths(args.spec.parent)
+    spec = load_config(MixtureSpec, args.spec)
     if args.examples:
         per_subtask = math.ceil(args.examples / len(spec.selected()))
         spec = spec.model_copy(update={"examples_per_subtask": per_subtask, "repeat": True})

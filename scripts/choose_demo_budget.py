@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from shoptune.config import load_config
-from shoptune.data.build import build_mixture
+from shoptune.data.build import cached_mixture
 from shoptune.data.spec import MixtureSpec
 from shoptune.study.spec import load_study
 from shoptune.train.config import TrainConfig
@@ -35,10 +35,8 @@ def main() -> None:
 
     study = load_study(args.study)
     (spec_path,) = {p for specs in study.designs.values() for p in specs}
-    spec = load_config(MixtureSpec, spec_path, study.mixture).resolve_paths(spec_path.parent)
-    mixture = args.out / "mixture"
-    if not (mixture / "manifest.json").is_file():
-        build_mixture(spec, mixture)
+    spec = load_config(MixtureSpec, spec_path, study.mixture)
+    mixture = cached_mixture(spec, args.out / "mixture")
     rows = []
     for steps in [int(s) for s in args.steps.split(",")]:
         for lr in [float(x) for x in args.lrs.split(",")]:

@@ -1,14 +1,11 @@
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-
-from tiny_model import DEV_SET, build_tiny_model
+from tests.helpers.tiny_model import DEV_SET, build_tiny_model
 
 
 @pytest.fixture(scope="session")
@@ -37,8 +34,3 @@ def run_cli(monkeypatch, capsys):
         return code, out, err
 
     return run
-
-
-def write_lines(path: Path, rows: list) -> Path:
-    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows), encoding="utf-8")
-    return path

@@ -7,11 +7,11 @@ import datasets
 import pytest
 
 from shoptune.config import load_config
-from shoptune.data.build import build_mixture, from_row
+from shoptune.data.build import build_mixture
 from shoptune.data.clean import Contamination, clean
 from shoptune.data.spec import MixtureSpec
 from shoptune.errors import ShoptuneError
-from shoptune.schema import parse_example, write_jsonl
+from shoptune.schema import from_row, parse_example, write_jsonl
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,6 +31,7 @@ def files(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_same_spec_same_bytes_whatever_the_workers_and_the_datasets_interface(tmp_path):
     spec = small_spec(decontaminate=[ROOT / "data" / "shopbench" / "development.json"])
     info = build_mixture(spec, tmp_path / "a", workers=1)

@@ -7,12 +7,12 @@ import sys
 import time
 
 import pytest
-from tiny_model import build_tiny_model
 
 from shoptune.evaluate.parsers import parse_multiple_choice
 from shoptune.evaluate.predictor import ShopBenchPredictor
 from shoptune.evaluate.runner import EvalConfig, run_eval
 from shoptune.schema import TaskType, read_examples
+from tests.helpers.tiny_model import build_tiny_model
 
 
 def predictions(out):
@@ -23,7 +23,7 @@ def predictions(out):
 @pytest.fixture(scope="module")
 def first_run(tiny_model, tmp_path_factory):
     out = tmp_path_factory.mktemp("run")
-    from tiny_model import DEV_SET
+    from tests.helpers.tiny_model import DEV_SET
 
     result = run_eval(DEV_SET, out, EvalConfig(model=str(tiny_model), batch_size=8), progress=False)
     return out, result
@@ -71,6 +71,7 @@ def test_resume_refuses_answers_from_other_settings(first_run, tiny_model, dev_s
     assert code == 2 and "different settings (mc_mode)" in err
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_from_its_journal(tiny_model, dev_set, tmp_path):
     out = tmp_path / "killed"
     cmd = [

@@ -3,7 +3,8 @@
 import json
 
 import pytest
-from conftest import write_lines
+
+from tests.helpers.files import write_lines
 
 GOOD = {
     "input_field": "Which one?\n0. a\n1. b\nAnswer: ",

@@ -4,9 +4,9 @@ import math
 
 import pytest
 
+from shoptune import metrics
 from shoptune.errors import ShoptuneError
-from shoptune.evaluate import metrics
-from shoptune.evaluate.metrics import SimilarityRequest
+from shoptune.metrics import SimilarityRequest
 from shoptune.schema import Metric
 
 

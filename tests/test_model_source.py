@@ -19,10 +19,11 @@ def home(tmp_path_factory):
     patch.undo()
 
 
+@pytest.mark.slow
 def test_the_packaged_smollm2_converts_once_into_a_loadable_folder(home):
     from transformers import AutoConfig, AutoTokenizer
 
-    gguf = hub.packaged_gguf(DEFAULT_MODEL)
+    gguf = hub.NAMED_MODELS[DEFAULT_MODEL].gguf(DEFAULT_MODEL)
     folder = resolve_model_source(DEFAULT_MODEL, allow_download=False)
     record = json.loads((hub.Path(folder) / hub.CONVERTED).read_text())
     assert record["sha256"] == hub.sha256_of(gguf) and record["gguf"] == gguf.name
@@ -52,7 +53,7 @@ def test_a_killed_conversion_leaves_nothing_that_a_later_one_keeps(home, tmp_pat
 
 
 def test_a_truncated_gguf_is_one_clear_error(home, tmp_path):
-    gguf = hub.packaged_gguf(DEFAULT_MODEL)
+    gguf = hub.NAMED_MODELS[DEFAULT_MODEL].gguf(DEFAULT_MODEL)
     bad = tmp_path / "broken.gguf"
     with gguf.open("rb") as source, bad.open("wb") as target:
         target.write(source.read(1 << 20))

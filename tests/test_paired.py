@@ -25,7 +25,7 @@ def test_paired_samples_centre_on_the_scores_and_pair_the_draws():
     a, b = score_questions(rows, better), score_questions(rows, worse)
     samples = paired_overall_samples([a, b], n_bootstrap=500, seed=1)
     assert samples.shape == (2, 500)
-    assert abs(samples[0].mean() - aggregate(a, n_bootstrap=0)["overall"]) < 0.02
+    assert abs(samples[0].mean() - aggregate(a, n_bootstrap=0).overall) < 0.02
     diff = samples[0] - samples[1]
     low, high = np.percentile(diff, [2.5, 97.5])
     assert 0 < low < high

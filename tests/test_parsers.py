@@ -1,4 +1,5 @@
-"""The starter kit's parser semantics, case by case (research/shopbench-details.md §2.1)."""
+"""The starter kit's parser semantics, case by case (its `parsers.py`: AIcrowd's amazon-kdd-cup-2024-starter-kit,
+mirrored at github.com/Keita18/amazon-kdd-cup-2024-starter-kit)."""
 
 import pytest
 

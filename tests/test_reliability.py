@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_lines
-from tiny_model import build_tiny_model
 
 from shoptune.evaluate.backends import HFBackend
 from shoptune.locks import lock_path
+from tests.helpers.files import write_lines
+from tests.helpers.tiny_model import build_tiny_model
 
 ROOT = Path(__file__).resolve().parents[1]
 RAW = ROOT / "data" / "raw"
@@ -199,7 +199,7 @@ def test_shipped_mixture_specs_find_their_data_from_any_directory(spec, tmp_path
     from shoptune.data.spec import MixtureSpec
 
     monkeypatch.chdir(tmp_path)
-    resolved = load_config(MixtureSpec, spec).resolve_paths(spec.parent)
+    resolved = load_config(MixtureSpec, spec)
     assert (resolved.raw_dir / "google-taxonomy").is_dir()
     assert resolved.decontaminate and all(p.is_file() for p in resolved.decontaminate)
 
@@ -431,6 +431,7 @@ def _shoptune(*args: object) -> subprocess.Popen:
     )
 
 
+@pytest.mark.slow
 def test_ctrl_c_says_what_was_kept_and_how_to_resume(tiny_model, tmp_path, run_cli):
     out = tmp_path / "o"
     proc = _shoptune("eval", "run", DEV, "--model", tiny_model, "--out", out, "--batch-size", "1")
@@ -451,6 +452,7 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(tiny_model, tmp_path, run_c
     assert code == 0 and f"reused {kept} from earlier runs" in err, err
 
 
+@pytest.mark.slow
 def test_the_server_command_honours_its_limits_and_stops_gracefully_on_ctrl_c(tiny_model):
     proc = _shoptune("serve", tiny_model, "--port", "0", "--name", "shop", "--max-tokens", "8")
     try:

@@ -136,6 +136,7 @@ def test_limits_and_odd_requests_get_json_errors_without_internals(served):
         (b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{", b"HTTP/1.1 408"),
     ],
 )
+@pytest.mark.slow
 def test_a_half_sent_request_is_timed_out(served, sent, expected):
     port = int(served.split(":")[2].removesuffix("/v1"))
     with socket.create_connection(("127.0.0.1", port)) as half:
@@ -154,6 +155,7 @@ def test_a_slow_answer_keeps_its_connection(tiny_model):
     assert len(reply.choices) == 4
 
 
+@pytest.mark.slow
 def test_a_large_request_does_not_starve_small_ones(tiny_model):
     with serving(tiny_model, ServeLimits(max_tokens=32, max_prompts=64, batch=2)) as url:
         api, done = client(url), {}
@@ -171,6 +173,7 @@ def test_a_large_request_does_not_starve_small_ones(tiny_model):
     assert done["small"] < done["big"]
 
 
+@pytest.mark.slow
 def test_a_full_queue_is_refused_with_503(tiny_model):
     with serving(tiny_model, ServeLimits(max_queue=1, batch=1, max_tokens=64, max_prompts=64)) as url:
         api = client(url)

@@ -7,13 +7,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from published_fixtures import ESCI, PRODUCTS, write_published
 
 from shoptune.errors import ShoptuneError
 from shoptune.sources.matching import parse_offer, read_pairs
 from shoptune.sources.published import read_esci, read_m2, read_mave, read_reviews
 from shoptune.sources.shipped import load_raw
 from shoptune.sources.taxonomy import read_taxonomy
+from tests.helpers.published import ESCI, PRODUCTS, write_published
 
 ROOT = Path(__file__).resolve().parents[1]
 

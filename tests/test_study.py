@@ -67,6 +67,7 @@ def write_spec(tmp_path: Path, model: Path, designs: dict) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_killed_study_resumes_without_redoing_finished_cells(tiny_model, tmp_path):
     spec = write_spec(tmp_path, tiny_model, {"capability": ["one", "two"]})
     cmd = [sys.executable, "-m", "shoptune", "study", "run", str(spec), "--no-progress", "--out"]
@@ -93,6 +94,7 @@ def test_killed_study_resumes_without_redoing_finished_cells(tiny_model, tmp_pat
     assert "report:" in rerun.stderr
 
 
+@pytest.mark.slow
 def test_failed_cell_is_recorded_the_rest_goes_on_and_the_exit_code_says_so(tiny_model, tmp_path, run_cli):
     spec = write_spec(tmp_path, tiny_model, {"task": ["empty", "one"]})
     code, _, err = run_cli("study", "run", spec, "--out", tmp_path / "s", "--no-progress")
@@ -106,6 +108,7 @@ def test_failed_cell_is_recorded_the_rest_goes_on_and_the_exit_code_says_so(tiny
     assert "Failed cells" in report
 
 
+@pytest.mark.slow
 def test_report_numbers_come_from_the_table(tiny_model, tmp_path, run_cli):
     spec = write_spec(tmp_path, tiny_model, {"capability": ["one", "two"], "task": ["one", "two"]})
     code, _, err = run_cli("study", "run", spec, "--out", tmp_path / "s", "--no-progress")
@@ -135,6 +138,7 @@ def test_bad_study_specs(bad, tmp_path, run_cli):
     assert code == 2 and err.startswith("error:")
 
 
+@pytest.mark.slow
 def test_ray_executor_gives_the_local_results(tiny_model, tmp_path, run_cli):
     pytest.importorskip("ray")
     spec = write_spec(tmp_path, tiny_model, {"capability": ["one", "two"]})

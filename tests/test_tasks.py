@@ -5,7 +5,6 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from published_fixtures import raw_with_published
 
 from shoptune.data.clean import Contamination
 from shoptune.evaluate.parsers import parse_response
@@ -14,6 +13,7 @@ from shoptune.sources.shipped import load_raw
 from shoptune.tasks.records import RawCorpus
 from shoptune.tasks.registry import Capability, all_subtasks
 from shoptune.tasks.render import answer_text, option_labels
+from tests.helpers.published import raw_with_published
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTION_OR_CANDIDATE = re.compile(r"^\d+\. ", re.MULTILINE)

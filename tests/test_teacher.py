@@ -136,6 +136,7 @@ def spec(url, **overrides):
     return GenerateSpec(**{**settings, **overrides})
 
 
+@pytest.mark.slow
 def test_faults_lose_and_duplicate_nothing_and_a_rerun_makes_no_call(teacher_url, tmp_path):
     stats = generate(spec(teacher_url), tmp_path, progress=False)
     examples = read_examples(tmp_path / "generated.jsonl")

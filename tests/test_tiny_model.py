@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from shoptune.hub import tiny_model_path
@@ -20,6 +21,7 @@ def test_loads_with_auto_classes_and_is_small():
     assert (path / "README.md").read_text().startswith("# shoptune default model")
 
 
+@pytest.mark.slow
 def test_eval_run_by_name_on_all_96_questions(run_cli, dev_set, tmp_path):
     """`--model shoptune-tiny-5m`: a model name works like a path, on all 96 questions."""
     code, out, err = run_cli("eval", "run", dev_set, "--model", "shoptune-tiny-5m", "--out", tmp_path, "--no-progress")

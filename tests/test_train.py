@@ -74,6 +74,7 @@ def test_trainable_parameters_match_the_lora_formula(rank, examples_file):
     assert count_parameters(model)["trainable"] == lora_formula(base, rank)
 
 
+@pytest.mark.slow
 def test_lora_on_the_tiny_model_lowers_held_out_loss_evaluating_once_at_the_end(examples_file, tmp_path):
     summary = train(config(examples_file, tiny_model_path(), max_steps=24, eval_steps=12), tmp_path, progress=False)
     assert summary["final_eval_loss"] < summary["initial_eval_loss"] - 0.1
@@ -150,6 +151,7 @@ def adapter_tensors(run: Path) -> dict:
     return load_file(str(run / "adapter" / "adapter_model.safetensors"))
 
 
+@pytest.mark.slow
 def test_kill_and_resume_reaches_the_uninterrupted_adapter(examples_file, tiny_model, tmp_path):
     cfg = tmp_path / "train.yaml"
     cfg.write_text(
@@ -191,6 +193,7 @@ def test_kill_and_resume_reaches_the_uninterrupted_adapter(examples_file, tiny_m
     assert not all(torch.equal(whole[k], initial[k]) for k in whole), "the adapter must have trained"
 
 
+@pytest.mark.slow
 def test_two_processes_match_one_with_the_same_effective_batch(examples_file, tiny_model, tmp_path):
     common = {
         "model": str(tiny_model),
@@ -293,6 +296,7 @@ def test_full_fine_tuning_trains_every_weight(examples_file, tiny_model, tmp_pat
     assert (tmp_path / "adapter" / "model.safetensors").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.slow
 def test_demo_config_trains_the_default_model_on_a_shipped_mixture(run_cli, tmp_path):
     code, _, err = run_cli(

@@ -1,20 +1,38 @@
 """`shoptune <verb>`: parses arguments and calls the layers; nothing else lives here.
 
+A verb that runs from a config takes its options from the config class (`config_options`), so a setting's
+help text is written once, beside the code it configures.
+
 A user error (ShoptuneError) is one line on stderr and exit code 2, never a traceback; Ctrl-C says
 how to resume.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
+from collections.abc import Callable, Collection, Iterator
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from types import UnionType
+from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import typer
+import yaml
+from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from shoptune.errors import ShoptuneError
+from shoptune.evaluate.runner import EvalConfig
+from shoptune.evaluate.scoring import Scores
+from shoptune.serve import ServeLimits
+from shoptune.tasks.registry import Capability
+from shoptune.train.config import TrainConfig
+
+F = TypeVar("F", bound=Callable[..., Any])
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -34,124 +52,188 @@ app.add_typer(study_app, name="study")
 console = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 
 
-def _pairs(values: list[str] | None, option: str) -> dict[str, Any] | None:
+# --- options from config models: a setting's help text lives once, in its config class -------------------------
+
+
+@dataclass(frozen=True)
+class _Option:
+    param: str  # the command's parameter
+    keys: tuple[str, ...]  # where the value goes in the config (a section's setting: ("lora", "rank"))
+    parameter: inspect.Parameter
+    convert: Callable[[Any], Any]
+
+
+def config_options(cls: type[BaseModel], only: Collection[str] | None = None) -> Callable[[F], F]:
+    """Give a command one option per setting of `cls` (a section's settings flattened: lora.rank is --lora-rank),
+    each with the setting's description as its help, plus `--set KEY=VALUE` for any setting. The command
+    receives what was given as `overrides`, a nested dict for load_config: an option not given leaves the
+    config file's value (or the default) alone."""
+    options = list(_options(cls, (), only))
+
+    def decorate(command: F) -> F:
+        own = [p for p in inspect.signature(command, eval_str=True).parameters.values() if p.name != "overrides"]
+        settings = inspect.Parameter(
+            "set_",
+            inspect.Parameter.KEYWORD_ONLY,
+            default=None,
+            annotation=Annotated[
+                list[str] | None,
+                typer.Option("--set", help="KEY=VALUE for any setting, the value read as YAML (a section's: a.b=1)"),
+            ],
+        )
+
+        @functools.wraps(command)
+        def wrapper(**kwargs: Any) -> Any:
+            overrides: dict[str, Any] = {}
+            for item in kwargs.pop("set_") or []:
+                key, value = _pair(item, "--set")
+                _put(overrides, tuple(key.split(".")), yaml.safe_load(value))
+            for option in options:
+                value = kwargs.pop(option.param)
+                if value is not None:
+                    _put(overrides, option.keys, option.convert(value))
+            return command(**kwargs, overrides=overrides)
+
+        del wrapper.__wrapped__  # typer must see the signature below, not the command's
+        wrapper.__signature__ = inspect.Signature([*own, *(o.parameter for o in options), settings])  # type: ignore[attr-defined]
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _options(cls: type[BaseModel], prefix: tuple[str, ...], only: Collection[str] | None) -> Iterator[_Option]:
+    for name, field in cls.model_fields.items():
+        if only is not None and name not in only:
+            continue
+        keys = (*prefix, name)
+        inner, optional = _unwrap_optional(field.annotation)
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            yield from _options(inner, keys, None)
+            continue
+        extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+        flag = "--" + str(extra.get("option") or "-".join(keys).replace("_", "-"))
+        names = [flag, *extra.get("aliases", [])]  # type: ignore[misc]
+        help_text = escape(field.description or "")  # "shoptune[vllm]" is text, not markup
+        default = None if field.default_factory is not None else field.default
+        shown: bool | str = False if default is None else str(default)
+        param = "opt_" + "_".join(keys)
+        convert: Callable[[Any], Any] = _same
+        if inner is bool:
+            kind: Any = bool | None
+            names = [f"{flag}/--no-{flag[2:]}", *names[1:]]
+        elif get_origin(inner) is dict:
+            kind, shown = list[str] | None, False
+            convert = functools.partial(_pairs, option=flag)
+        elif get_origin(inner) is list:
+            kind, help_text = list[str] | None, help_text + " (repeat the option for several)"
+        elif get_origin(inner) is Literal:
+            kind, help_text = str | None, f"{help_text} ({' | '.join(map(str, get_args(inner)))})"
+        elif inner in (int, float, str, Path):
+            kind = inner | None
+        else:  # a union of shapes (a list or "all-linear"): read as YAML
+            kind, convert = str | None, yaml.safe_load
+        option = typer.Option(*names, help=help_text, show_default=shown)
+        yield _Option(param, keys, _keyword(param, Annotated[kind, option]), convert)
+        if optional and default is not None and inner is not bool:  # a setting that may be switched off
+            off = f"no_{param}"
+            flag_off = typer.Option(f"--no-{flag[2:]}", help=f"none: {help_text}")
+            yield _Option(off, keys, _keyword(off, Annotated[bool, flag_off], False), _none_if_set)
+
+
+def _keyword(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
+    if get_origin(annotation) in (Union, UnionType) and type(None) in get_args(annotation):
+        rest = [a for a in get_args(annotation) if a is not type(None)]
+        return (rest[0] if len(rest) == 1 else annotation), True
+    return annotation, False
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _none_if_set(value: bool) -> Any:
+    return None if value else _UNSET
+
+
+_UNSET = object()
+
+
+def _put(tree: dict[str, Any], keys: tuple[str, ...], value: Any) -> None:
+    """Set one setting in a nested dict; mappings given twice (--set and an option) are merged."""
+    if value is _UNSET:
+        return
+    for key in keys[:-1]:
+        tree = tree.setdefault(key, {})
+    old = tree.get(keys[-1])
+    tree[keys[-1]] = {**old, **value} if isinstance(old, dict) and isinstance(value, dict) else value
+
+
+def _pair(item: str, option: str) -> tuple[str, str]:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise ShoptuneError(f"{option} expects KEY=VALUE, got {item!r}")
+    return key.strip(), value.strip()
+
+
+def _pairs(values: list[str], option: str) -> dict[str, str]:
     """Repeated KEY=VALUE options as a dict."""
-    if not values:
-        return None
-    out = {}
-    for item in values:
-        key, sep, value = item.partition("=")
-        if not sep or not key or not value:
-            raise ShoptuneError(f"{option} expects KEY=VALUE, got {item!r}")
-        out[key.strip()] = value.strip()
-    return out
+    return dict(_pair(item, option) for item in values)
 
 
-def _show_scores(scores: dict[str, Any], out: Path) -> None:
-    from shoptune.evaluate.scoring import TRACK_SHORT_NAMES
+def _show_scores(scores: Scores, out: Path) -> None:
+    from shoptune.tasks.registry import short_name
 
-    ci = scores.get("ci95", {})
+    ci = scores.ci95
     table = Table(title=f"ShopBench scores ({out})")
     table.add_column("track")
     table.add_column("score", justify="right")
     table.add_column("95% CI", justify="right")
-    for track, value in scores["tracks"].items():
-        low_high = ci.get("tracks", {}).get(track)
-        table.add_row(
-            TRACK_SHORT_NAMES.get(track, track),
-            f"{value:.4f}",
-            f"{low_high[0]:.3f}-{low_high[1]:.3f}" if low_high else "",
-        )
-    overall_ci = ci.get("overall")
-    table.add_row(
-        "[bold]overall[/bold]",
-        f"[bold]{scores['overall']:.4f}[/bold]",
-        f"{overall_ci[0]:.3f}-{overall_ci[1]:.3f}" if overall_ci else "",
-    )
+    for track, value in scores.tracks.items():
+        low_high = ci.tracks.get(track) if ci else None
+        table.add_row(short_name(track), f"{value:.4f}", f"{low_high[0]:.3f}-{low_high[1]:.3f}" if low_high else "")
+    overall = f"{ci.overall[0]:.3f}-{ci.overall[1]:.3f}" if ci else ""
+    table.add_row("[bold]overall[/bold]", f"[bold]{scores.overall:.4f}[/bold]", overall)
     Console().print(table)
-    if scores.get("missing"):
-        console.print(f"{scores['missing']} question(s) had no prediction and were scored as empty responses")
+    if scores.missing:
+        console.print(f"{scores.missing} question(s) had no prediction and were scored as empty responses")
     console.print(f"wrote {out / 'scores.json'} and {out / 'scores.md'}")
 
 
 @eval_app.command("score")
+@config_options(EvalConfig, only=("embedding_models", "bootstrap", "seed"))
 def eval_score(
     data: Annotated[Path, typer.Argument(help="ShopBench-format JSON Lines with the truth")],
     predictions: Annotated[Path, typer.Argument(help='JSON Lines of {"index": i, "response": s}')],
     out: Annotated[Path, typer.Option(help="folder for scores.json and scores.md")],
-    embedding_model: Annotated[
-        list[str] | None, typer.Option(help="METRIC=PATH for a sentence-embedding metric's local model")
-    ] = None,
-    bootstrap: Annotated[int, typer.Option(help="bootstrap resamples for the 95% intervals (0: none)")] = 1000,
+    overrides: dict[str, Any],
 ) -> None:
     """Score any system's raw responses exactly as the KDD Cup 2024 evaluator does."""
     from shoptune.config import load_config
-    from shoptune.evaluate.runner import EvalConfig, score_file
+    from shoptune.evaluate.runner import score_file
 
-    config = load_config(
-        EvalConfig, None, {"embedding_models": _pairs(embedding_model, "--embedding-model"), "bootstrap": bootstrap}
-    )
-    _show_scores(score_file(data, predictions, out, config), out)
+    _show_scores(score_file(data, predictions, out, load_config(EvalConfig, None, overrides)), out)
 
 
 @eval_app.command("run")
+@config_options(EvalConfig)
 def eval_run(
     data: Annotated[Path, typer.Argument(help="ShopBench-format JSON Lines")],
     out: Annotated[Path, typer.Option(help="folder for predictions, scores and the resolved config")],
-    model: Annotated[
-        str | None,
-        typer.Option(help="model name, .gguf file, Hugging Face folder or hub id (default: smollm2-135m-instruct)"),
-    ] = None,
+    overrides: dict[str, Any],
     config: Annotated[
-        Path | None, typer.Option(help="YAML with any EvalConfig settings; options below override it")
-    ] = None,
-    adapter: Annotated[str | None, typer.Option(help="PEFT LoRA adapter folder to apply to the model")] = None,
-    backend: Annotated[str | None, typer.Option(help="hf (default), openai or vllm")] = None,
-    base_url: Annotated[str | None, typer.Option(help="openai backend: the server's /v1 URL")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="questions per batch")] = None,
-    mc_mode: Annotated[str | None, typer.Option(help="logits (one forward pass) or generate")] = None,
-    max_new_tokens: Annotated[list[str] | None, typer.Option(help="TASK_TYPE=N, e.g. generation=64")] = None,
-    chat_template: Annotated[
-        bool | None, typer.Option("--chat-template/--no-chat-template", help="default: when the model has one")
-    ] = None,
-    no_system_prompt: Annotated[
-        bool, typer.Option("--no-system-prompt", help="omit the official baselines' system prompt")
-    ] = False,
-    dtype: Annotated[str | None, typer.Option(help="auto, float32, bfloat16 or float16")] = None,
-    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:1, ...")] = None,
-    allow_download: Annotated[
-        bool, typer.Option("--allow-download", help="let a hub id be fetched if not cached")
-    ] = False,
-    limit: Annotated[int | None, typer.Option(help="only the first N questions")] = None,
-    embedding_model: Annotated[
-        list[str] | None, typer.Option(help="METRIC=PATH for a sentence-embedding metric")
+        Path | None, typer.Option(help="YAML with any of the settings below; the options given override it")
     ] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Answer every question with a model, then score; an interrupted run resumes where it stopped."""
     from shoptune.config import load_config
-    from shoptune.evaluate.runner import EvalConfig, run_eval
+    from shoptune.evaluate.runner import run_eval
 
-    tokens = _pairs(max_new_tokens, "--max-new-tokens")
-    overrides: dict[str, Any] = {
-        "model": model,
-        "adapter": adapter,
-        "backend": backend,
-        "base_url": base_url,
-        "batch_size": batch_size,
-        "mc_mode": mc_mode,
-        "chat_template": chat_template,
-        "dtype": dtype,
-        "device": device,
-        "limit": limit,
-        "max_new_tokens": {k: _int(v, "--max-new-tokens") for k, v in tokens.items()} if tokens else None,
-        "embedding_models": _pairs(embedding_model, "--embedding-model"),
-        "allow_download": allow_download or None,
-    }
-    settings = load_config(EvalConfig, config, overrides)
-    if no_system_prompt:
-        settings.system_prompt = None
-    result = run_eval(data, out, settings, progress=progress)
+    result = run_eval(data, out, load_config(EvalConfig, config, overrides), progress=progress)
     console.print(f"answered {result.computed} question(s), reused {result.reused} from earlier runs")
     if result.truncated_prompts:
         console.print(
@@ -164,8 +246,7 @@ def eval_run(
 @tasks_app.command("list")
 def tasks_list() -> None:
     """Every subtask: capability, ShopBench task type and metric, source."""
-    from shoptune.evaluate.scoring import TRACK_SHORT_NAMES
-    from shoptune.tasks.registry import TRACK_OF, all_subtasks
+    from shoptune.tasks.registry import all_subtasks
 
     table = Table(title="shoptune subtasks")
     table.add_column("capability", no_wrap=True)
@@ -173,10 +254,9 @@ def tasks_list() -> None:
     table.add_column("type", no_wrap=True)
     table.add_column("metric", no_wrap=True)
     table.add_column("built from")
-    tasks = sorted(all_subtasks().values(), key=lambda t: (list(TRACK_OF).index(t.capability), t.name))
-    for task in tasks:
-        short = TRACK_SHORT_NAMES[TRACK_OF[task.capability]]
-        table.add_row(short, task.name, task.task_type.value, task.metric.value, task.source)
+    order = list(Capability)
+    for task in sorted(all_subtasks().values(), key=lambda t: (order.index(t.capability), t.name)):
+        table.add_row(task.capability.short, task.name, task.task_type.value, task.metric.value, task.source)
     Console().print(table)
 
 
@@ -193,10 +273,9 @@ def data_build(
     from shoptune.config import load_config
     from shoptune.data.build import build_mixture
     from shoptune.data.spec import MixtureSpec
-    from shoptune.evaluate.scoring import TRACK_SHORT_NAMES
-    from shoptune.tasks.registry import TRACK_OF, all_subtasks
+    from shoptune.tasks.registry import all_subtasks
 
-    settings = load_config(MixtureSpec, spec).resolve_paths(spec.parent)
+    settings = load_config(MixtureSpec, spec)
     info = build_mixture(settings, out, workers=workers, progress=progress)
     table = Table(
         title=f"mixture {info['name']}: {info['examples']['train']} train, {info['examples']['validation']} validation"
@@ -207,8 +286,7 @@ def data_build(
     subtasks = all_subtasks()
     for name, n in info["by_subtask"].items():
         task = subtasks[name]  # extra examples are kept only for selected, registered subtasks
-        capability = TRACK_SHORT_NAMES[TRACK_OF[task.capability]]
-        table.add_row(capability, name, task.task_type.value, task.metric.value, str(n))
+        table.add_row(task.capability.short, name, task.task_type.value, task.metric.value, str(n))
     Console().print(table)
     for key in ("by_capability", "by_task_type", "by_language", "removed", "prompt_length"):
         console.print(f"{key}: " + ", ".join(f"{k} {v}" for k, v in info[key].items()))
@@ -244,10 +322,7 @@ def data_generate(
     from shoptune.config import load_config
     from shoptune.data.generate import GenerateSpec, generate
 
-    settings = load_config(GenerateSpec, spec)
-    if settings.raw_dir is not None and not settings.raw_dir.exists():
-        settings.raw_dir = spec.parent / settings.raw_dir
-    stats = generate(settings, out, progress=progress)
+    stats = generate(load_config(GenerateSpec, spec), out, progress=progress)
     console.print(", ".join(f"{k} {v}" for k, v in stats.items()))
     console.print(
         f"wrote {out / 'generated.jsonl'}; add it to a mixture with extra_examples: [{out / 'generated.jsonl'}]"
@@ -255,27 +330,19 @@ def data_generate(
 
 
 @app.command("train")
+@config_options(TrainConfig)
 def train_command(
-    config: Annotated[Path, typer.Argument(help="training config YAML (see configs/train/)")],
+    config: Annotated[Path, typer.Argument(help="training config YAML (see configs/train/); the options override it")],
     out: Annotated[Path, typer.Option(help="run folder: adapter/, checkpoints/, logs/, config.yaml, summary")],
-    model: Annotated[str | None, typer.Option(help="base model folder or hub id (overrides the config)")] = None,
-    max_steps: Annotated[int | None, typer.Option(help="stop after N optimiser steps")] = None,
-    rank: Annotated[int | None, typer.Option(help="LoRA rank (overrides lora.rank)")] = None,
+    overrides: dict[str, Any],
     resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint in --out")] = True,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """LoRA-tune a model on a mixture; rerun the same command to resume after an interruption."""
     from shoptune.config import load_config
-    from shoptune.train.config import TrainConfig
     from shoptune.train.trainer import train
 
-    overrides = {"model": model, "max_steps": max_steps, "lora": {"rank": rank} if rank is not None else None}
-    settings = load_config(TrainConfig, config, overrides)
-    for field in ("mixture", "data", "eval_data"):
-        value = getattr(settings, field)
-        if value is not None and not value.exists() and (config.parent / value).exists():
-            setattr(settings, field, config.parent / value)
-    summary = train(settings, out, resume=resume, progress=progress)
+    summary = train(load_config(TrainConfig, config, overrides), out, resume=resume, progress=progress)
     if summary:
         params = summary["parameters"]
         console.print(
@@ -334,7 +401,9 @@ def study_report(out: Annotated[Path, typer.Argument(help="a study folder")]) ->
 
 
 @app.command("serve")
+@config_options(ServeLimits, only=("max_tokens", "max_prompts", "max_queue", "batch"))
 def serve_command(
+    overrides: dict[str, Any],
     model: Annotated[
         str | None, typer.Argument(help="model name, .gguf file, folder or hub id (default: smollm2-135m-instruct)")
     ] = None,
@@ -344,26 +413,23 @@ def serve_command(
         "127.0.0.1"
     ),
     port: Annotated[int, typer.Option(min=0, max=65535, help="port to listen on (0: any free port)")] = 8000,
-    max_tokens: Annotated[int, typer.Option(min=1, help="the most tokens one request may ask for")] = 1024,
-    max_prompts: Annotated[int, typer.Option(min=1, help="prompts per /v1/completions request")] = 64,
-    max_queue: Annotated[int, typer.Option(min=1, help="requests waiting or running; more get 503")] = 64,
-    batch: Annotated[int, typer.Option(min=1, help="prompts the model answers per turn")] = 8,
 ) -> None:
     """Serve a model (plus adapter) over an OpenAI-compatible API, streaming included. Set SHOPTUNE_API_KEY to
     require that key from clients (required with a --host beyond loopback)."""
     import asyncio
     import os
 
+    from shoptune.config import load_config
     from shoptune.evaluate.backends import HFBackend
     from shoptune.hub import DEFAULT_MODEL
-    from shoptune.serve import API_KEY_ENV, ModelServer, ServeLimits, is_loopback, listen, make_app, run
+    from shoptune.serve import API_KEY_ENV, ModelServer, is_loopback, listen, make_app, run
 
     api_key = os.environ.get(API_KEY_ENV) or None
     if api_key is None and not is_loopback(host):
         raise ShoptuneError(
             f"--host {host} lets other machines reach the model: set {API_KEY_ENV} to the key clients must send"
         )
-    limits = ServeLimits(max_tokens=max_tokens, max_prompts=max_prompts, max_queue=max_queue, batch=batch)
+    limits = load_config(ServeLimits, None, overrides)
     sock = listen(host, port)
     path = model or DEFAULT_MODEL
     backend = HFBackend(path, adapter=adapter, system_prompt=None)
@@ -373,13 +439,6 @@ def serve_command(
     console.print(f"serving '{server.name}' at http://{host}:{bound}/v1, {key} (Ctrl-C stops)")
     asyncio.run(run(make_app(server, api_key), sock, limits))  # until Ctrl-C or SIGTERM: a graceful stop
     console.print("stopped serving")
-
-
-def _int(value: str, option: str) -> int:
-    try:
-        return int(value)
-    except ValueError:
-        raise ShoptuneError(f"{option}: {value!r} is not a whole number") from None
 
 
 def main() -> None:

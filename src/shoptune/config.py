@@ -1,13 +1,15 @@
 """Typed run configuration: pydantic models filled from YAML, then from command-line overrides.
 
-Unknown keys are errors (a typo must not silently fall back to a default), and every run writes the
-resolved configuration next to its outputs so it can be repeated exactly.
+Unknown keys are errors (a typo must not silently fall back to a default), relative paths follow one
+rule (from the file that names them), and every run writes the resolved configuration next to its
+outputs so it can be repeated exactly. Each config class lives beside the code it configures.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Any, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -22,31 +24,26 @@ class StrictConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-def load_config(cls: type[C], path: Path | str | None = None, overrides: dict[str, Any] | None = None) -> C:
-    """YAML file (optional) overlaid with the options given on the command line (None = not given)."""
+def load_config(
+    cls: type[C],
+    path: Path | str | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    overrides_base: Path | None = None,
+) -> C:
+    """A YAML file (optional) overlaid with overrides, the settings given on the command line (a nested override,
+    lora: {rank: 8}, changes that one setting, not the whole section).
+
+    The one path rule: a relative path in a file is taken from the file's folder, so a config means the same
+    from any directory; a relative path in the overrides from `overrides_base`, else from the current directory.
+    """
     raw: dict[str, Any] = {}
     where = "command line"
     if path is not None:
         where = str(path)
-        try:
-            loaded = yaml.safe_load(read_utf8(path))
-        except FileNotFoundError:
-            raise ShoptuneError(f"{path}: no such config file") from None
-        except IsADirectoryError:
-            raise ShoptuneError(f"{path}: is a folder, not a config file") from None
-        except OSError as exc:
-            raise ShoptuneError(f"{path}: cannot read it ({exc.strerror})") from None
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            line = f":{mark.line + 1}" if mark is not None else ""
-            raise ShoptuneError(f"{path}{line}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ShoptuneError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
-        raw = loaded or {}
-    for key, value in (overrides or {}).items():
-        if value is None:
-            continue
-        # A nested override (lora: {rank: 8}) changes that one setting, not the whole section.
+        raw = rebase(cls, _read_mapping(Path(path)), Path(path).parent)
+    given = rebase(cls, overrides, overrides_base) if overrides and overrides_base is not None else overrides or {}
+    for key, value in given.items():
         raw[key] = {**raw[key], **value} if isinstance(value, dict) and isinstance(raw.get(key), dict) else value
     try:
         return cls.model_validate(raw)
@@ -55,6 +52,57 @@ def load_config(cls: type[C], path: Path | str | None = None, overrides: dict[st
         field = ".".join(str(p) for p in first["loc"]) or "(config)"
         problem = "unknown setting" if first["type"] == "extra_forbidden" else first["msg"]
         raise ShoptuneError(f"{where}: setting '{field}': {problem}") from None
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    try:
+        loaded = yaml.safe_load(read_utf8(path))
+    except FileNotFoundError:
+        raise ShoptuneError(f"{path}: no such config file") from None
+    except IsADirectoryError:
+        raise ShoptuneError(f"{path}: is a folder, not a config file") from None
+    except OSError as exc:
+        raise ShoptuneError(f"{path}: cannot read it ({exc.strerror})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ShoptuneError(f"{path}{line}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if loaded is not None and not isinstance(loaded, dict):
+        raise ShoptuneError(f"{path}: expected a mapping of settings, got {type(loaded).__name__}")
+    return loaded or {}
+
+
+def rebase(cls: type[BaseModel], raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """`raw` (settings of `cls`, not yet validated) with every relative path setting taken from `base`, however
+    deep: a path, a list or mapping of paths, a section. Values of the wrong shape are left for validation."""
+    out = dict(raw)
+    for name, field in cls.model_fields.items():
+        if name in out:
+            out[name] = _rebase_value(field.annotation, out[name], base)
+    return out
+
+
+def _rebase_value(annotation: Any, value: Any, base: Path) -> Any:
+    if value is None:
+        return None
+    origin, args = get_origin(annotation), get_args(annotation)
+    if annotation is Path:
+        if not isinstance(value, (str, Path)):
+            return value
+        path = Path(value).expanduser()
+        return path if path.is_absolute() else base / path
+    if origin in (Union, UnionType):
+        for arg in args:
+            if arg is not type(None) and (changed := _rebase_value(arg, value, base)) is not value:
+                return changed
+        return value
+    if origin is list and isinstance(value, list):
+        return [_rebase_value(args[0], item, base) for item in value]
+    if origin is dict and isinstance(value, dict):
+        return {key: _rebase_value(args[1], item, base) for key, item in value.items()}
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel) and isinstance(value, dict):
+        return rebase(annotation, value, base)
+    return value
 
 
 def dump_config(config: BaseModel) -> str:

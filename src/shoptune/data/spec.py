@@ -26,7 +26,7 @@ SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 class MixtureSpec(StrictConfig):
     name: str = Field(pattern=SAFE_NAME)
     seed: int = 0
-    raw_dir: Path = Path("data/raw")
+    raw_dir: Path = Path("data/raw")  # like every path in a spec file: relative to the file's folder
     capabilities: list[Capability] = Field(default_factory=lambda: list(Capability))
     subtasks: list[str] | None = None  # restricts within the capabilities; None = all of theirs
     examples_per_subtask: int = Field(1500, ge=1)
@@ -64,19 +64,3 @@ class MixtureSpec(StrictConfig):
 
     def size_of(self, subtask: str) -> int:
         return max(1, round(self.examples_per_subtask * self.weights.get(subtask, 1.0)))
-
-    def resolve_paths(self, base: Path) -> MixtureSpec:
-        """Relative paths in a spec file are taken from the current directory if they exist there, else
-        from the spec file's folder; the shipped specs name theirs from their own folder, so they work from
-        any directory."""
-
-        def resolve(p: Path) -> Path:
-            return p if p.is_absolute() or p.exists() else (base / p)
-
-        return self.model_copy(
-            update={
-                "raw_dir": resolve(self.raw_dir),
-                "decontaminate": [resolve(p) for p in self.decontaminate],
-                "extra_examples": [resolve(p) for p in self.extra_examples],
-            }
-        )

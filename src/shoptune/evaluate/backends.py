@@ -1,18 +1,26 @@
 """Where answers come from: a Hugging Face model in-process (default), any OpenAI-compatible HTTP
 endpoint, or vLLM in-process when it is installed. The runner and the KDD Cup predictor only see
 `generate` and `choose`, so a backend is chosen by one setting.
+
+Adding a backend: a class with `generate`, `choose`, `describe` and a `from_config` that takes its settings
+from an `EvalConfig`, and one entry in `BACKENDS` at the end of this file; `--backend NAME` and the
+`backend:` setting accept it from then on.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Literal, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from shoptune.errors import ShoptuneError
 from shoptune.hub import load_causal_lm, resolve_model_source, with_adapter
 from shoptune.tasks.render import DIGITS, SHOPBENCH_SYSTEM_PROMPT, option_labels, render_prompt
+
+if TYPE_CHECKING:
+    from shoptune.evaluate.runner import EvalConfig
 
 
 class Backend(Protocol):
@@ -61,6 +69,10 @@ class HFBackend:
         self.info = {"backend": "hf", "model": model, "adapter": adapter, "dtype": str(torch_dtype)}
         self._digit_ids = {d: _single_token_variants(self.tokenizer, d) for d in DIGITS}
         self.truncated_prompts = 0  # prompts longer than the context, cut since this backend was made
+
+    @classmethod
+    def from_config(cls, config: EvalConfig) -> HFBackend:
+        return cls(config.model, device=config.device, **_in_process(config))
 
     def render(self, prompt: str) -> str:
         return render_prompt(prompt, self.tokenizer, system_prompt=self.system_prompt, chat_template=self.chat_template)
@@ -133,6 +145,17 @@ class HFBackend:
         return dict(self.info)
 
 
+def _in_process(config: EvalConfig) -> dict[str, Any]:
+    """The settings of a backend that loads the model itself (hf, vllm)."""
+    return {
+        "adapter": config.adapter,
+        "dtype": config.dtype,
+        "system_prompt": config.system_prompt,
+        "chat_template": config.chat_template,
+        "allow_download": config.allow_download,
+    }
+
+
 def _device(torch: Any, device: str) -> str:
     """auto: a GPU when there is one; anything else must name a device this machine has."""
     if device == "auto":
@@ -199,6 +222,17 @@ class OpenAIBackend:
         self.model, self.api, self.concurrency, self.system_prompt = model, api, concurrency, system_prompt
         self.info = {"backend": "openai", "model": model, "base_url": base_url, "api": api}
 
+    @classmethod
+    def from_config(cls, config: EvalConfig) -> OpenAIBackend:
+        return cls(
+            config.model,
+            base_url=config.base_url,
+            api=config.api,
+            api_key_env=config.api_key_env,
+            concurrency=config.concurrency,
+            system_prompt=config.system_prompt,
+        )
+
     def _one(self, prompt: str, max_tokens: int) -> str:
         import openai
 
@@ -262,6 +296,10 @@ class VLLMBackend:
         self.info = {"backend": "vllm", "model": model, "adapter": adapter, "dtype": dtype}
         self._digit_ids = {d: _single_token_variants(self.tokenizer, d) for d in DIGITS}
 
+    @classmethod
+    def from_config(cls, config: EvalConfig) -> VLLMBackend:
+        return cls(config.model, **_in_process(config))
+
     def render(self, prompt: str) -> str:
         return render_prompt(prompt, self.tokenizer, system_prompt=self.system_prompt, chat_template=self.chat_template)
 
@@ -284,3 +322,19 @@ class VLLMBackend:
 
     def describe(self) -> dict[str, Any]:
         return dict(self.info)
+
+
+# --- the table --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BackendEntry:
+    make: Callable[[EvalConfig], Backend]
+    help: str
+
+
+BACKENDS: dict[str, BackendEntry] = {
+    "hf": BackendEntry(HFBackend.from_config, "transformers in-process; multiple choice by one forward pass"),
+    "openai": BackendEntry(OpenAIBackend.from_config, "any OpenAI-compatible server at base_url"),
+    "vllm": BackendEntry(VLLMBackend.from_config, "vLLM in-process, on a GPU (pip install 'shoptune[vllm]')"),
+}

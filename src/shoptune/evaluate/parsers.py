@@ -1,7 +1,8 @@
 """Raw response → value, with the KDD Cup starter kit's semantics (parsers.py v0.1.1), quirks included.
 
 Exactness matters more than elegance here: a "fixed" parser would make our scores incomparable with
-the leaderboard. See research/shopbench-details.md §2.1 for the cases each rule reproduces.
+the leaderboard. Sources: the starter kit's `parsers.py` (AIcrowd's amazon-kdd-cup-2024-starter-kit; a public
+mirror is github.com/Keita18/amazon-kdd-cup-2024-starter-kit) and Shopping MMLU (github.com/KL4805/ShoppingMMLU).
 """
 
 from __future__ import annotations

@@ -20,12 +20,12 @@ from tqdm import tqdm
 
 from shoptune.config import StrictConfig, dump_config
 from shoptune.errors import ShoptuneError
-from shoptune.evaluate.backends import Backend, HFBackend, OpenAIBackend, VLLMBackend
-from shoptune.evaluate.metrics import EMBEDDING_MODELS
+from shoptune.evaluate.backends import BACKENDS, Backend
 from shoptune.evaluate.predictions import Journal, read_journal, read_predictions, write_predictions
-from shoptune.evaluate.scoring import aggregate, render_markdown, score_questions
+from shoptune.evaluate.scoring import Scores, aggregate, render_markdown, score_questions
 from shoptune.hub import DEFAULT_MODEL
 from shoptune.locks import writing
+from shoptune.metrics import embedding_metrics
 from shoptune.schema import Example, TaskType, atomic_write_text, read_examples, read_state
 from shoptune.tasks.render import SHOPBENCH_SYSTEM_PROMPT
 
@@ -45,27 +45,49 @@ CONFIG = "config.yaml"
 
 
 class EvalConfig(StrictConfig):
-    """Everything that decides what the model answers, plus how the answers are scored."""
+    """Everything that decides what the model answers, plus how the answers are scored. Each setting is also an
+    `eval run` option (its description is the option's help)."""
 
-    model: str = DEFAULT_MODEL
-    adapter: str | None = None
-    backend: Literal["hf", "openai", "vllm"] = "hf"
-    base_url: str | None = None
-    api: Literal["chat", "completions"] = "chat"
-    api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = Field(8, ge=1, le=256)
-    batch_size: int | None = Field(None, ge=1, le=1024)  # None: 8 on CPU (prefill-bound), 32 on a GPU
-    mc_mode: Literal["logits", "generate"] = "logits"
-    max_new_tokens: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_MAX_NEW_TOKENS))
-    system_prompt: str | None = SHOPBENCH_SYSTEM_PROMPT
-    chat_template: bool | None = None
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
-    device: str = "auto"
-    allow_download: bool = False
-    limit: int | None = Field(None, ge=1)
-    embedding_models: dict[str, str] = Field(default_factory=dict)
-    bootstrap: int = Field(1000, ge=0, le=100_000)  # resamples of per-question scores; more adds nothing
-    seed: int = 0
+    model: str = Field(DEFAULT_MODEL, description="model name, .gguf file, Hugging Face folder or hub id")
+    adapter: str | None = Field(None, description="PEFT LoRA adapter folder to apply to the model")
+    backend: str = Field(
+        "hf", description="where answers come from: " + "; ".join(f"{k}: {v.help}" for k, v in BACKENDS.items())
+    )
+    base_url: str | None = Field(None, description="openai backend: the server's /v1 URL")
+    api: Literal["chat", "completions"] = Field("chat", description="openai backend: the endpoint to call")
+    api_key_env: str = Field("OPENAI_API_KEY", description="openai backend: the variable that holds the API key")
+    concurrency: int = Field(8, ge=1, le=256, description="openai backend: requests in flight")
+    batch_size: int | None = Field(
+        None, ge=1, le=1024, description="questions per batch (default: 8 on a CPU, 32 on a GPU)"
+    )
+    mc_mode: Literal["logits", "generate"] = Field(
+        "logits", description="multiple choice by one forward pass over the option digits, or generated and parsed"
+    )
+    max_new_tokens: dict[str, int] = Field(
+        default_factory=lambda: dict(DEFAULT_MAX_NEW_TOKENS),
+        description="token budget per task type, TASK_TYPE=N (e.g. generation=64)",
+        json_schema_extra={"option": "max-new-tokens"},
+    )
+    system_prompt: str | None = Field(SHOPBENCH_SYSTEM_PROMPT, description="the official baselines' system prompt")
+    chat_template: bool | None = Field(None, description="apply the model's chat template (default: when it has one)")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="weights' precision")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps")
+    allow_download: bool = Field(False, description="let a hub id be fetched when it is not cached")
+    limit: int | None = Field(None, ge=1, description="only the first N questions")
+    embedding_models: dict[str, str] = Field(
+        default_factory=dict,
+        description="METRIC=PATH: a sentence-embedding metric's local model",
+        json_schema_extra={"option": "embedding-model"},
+    )
+    bootstrap: int = Field(1000, ge=0, le=100_000, description="bootstrap resamples for the 95% intervals (0: none)")
+    seed: int = Field(0, description="draws the bootstrap resamples")
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value not in BACKENDS:
+            raise ValueError(f"unknown backend {value!r}; expected one of: {', '.join(BACKENDS)}")
+        return value
 
     @field_validator("max_new_tokens")
     @classmethod
@@ -80,7 +102,7 @@ class EvalConfig(StrictConfig):
     @field_validator("embedding_models")
     @classmethod
     def _embedding_metrics(cls, value: dict[str, str]) -> dict[str, str]:
-        known = sorted(m.value for m in EMBEDDING_MODELS)
+        known = sorted(m.value for m in embedding_metrics())
         unknown = sorted(set(value) - set(known))
         if unknown:
             raise ValueError(f"unknown embedding metric(s) {unknown}; expected {known}")
@@ -100,26 +122,7 @@ def default_batch_size() -> int:
 
 
 def make_backend(config: EvalConfig) -> Backend:
-    common = {"system_prompt": config.system_prompt}
-    if config.backend == "openai":
-        return OpenAIBackend(
-            config.model,
-            base_url=config.base_url,
-            api=config.api,
-            api_key_env=config.api_key_env,
-            concurrency=config.concurrency,
-            **common,
-        )
-    local = {
-        "adapter": config.adapter,
-        "dtype": config.dtype,
-        "chat_template": config.chat_template,
-        "allow_download": config.allow_download,
-        **common,
-    }
-    if config.backend == "vllm":
-        return VLLMBackend(config.model, **local)
-    return HFBackend(config.model, device=config.device, **local)
+    return BACKENDS[config.backend].make(config)
 
 
 @dataclass
@@ -166,7 +169,7 @@ def answer(
 
 @dataclass
 class RunResult:
-    scores: dict[str, Any]
+    scores: Scores
     computed: int
     reused: int
     out: Path
@@ -238,21 +241,18 @@ def run_eval(data: Path, out: Path, config: EvalConfig, progress: bool = True) -
     )
 
 
-def score_and_write(
-    examples: Sequence[Example], answers: dict[int, str], out: Path, config: EvalConfig
-) -> dict[str, Any]:
+def score_and_write(examples: Sequence[Example], answers: dict[int, str], out: Path, config: EvalConfig) -> Scores:
     """Score (a missing answer counts as an empty response) and write scores.json and scores.md."""
     responses = [answers.get(i, "") for i in range(len(examples))]
     scores = aggregate(
         score_questions(examples, responses, config.embedding_models), n_bootstrap=config.bootstrap, seed=config.seed
-    )
-    scores["missing"] = sum(1 for i in range(len(examples)) if i not in answers)
-    atomic_write_text(out / "scores.json", json.dumps(scores, indent=2) + "\n")
+    ).model_copy(update={"missing": sum(1 for i in range(len(examples)) if i not in answers)})
+    atomic_write_text(out / "scores.json", json.dumps(scores.to_json(), indent=2) + "\n")
     atomic_write_text(out / "scores.md", render_markdown(scores))
     return scores
 
 
-def score_file(data: Path, predictions: Path, out: Path, config: EvalConfig) -> dict[str, Any]:
+def score_file(data: Path, predictions: Path, out: Path, config: EvalConfig) -> Scores:
     """`eval score`: any system's raw responses, scored exactly like the official evaluator."""
     examples = read_examples(data)
     answers = read_predictions(predictions, len(examples))

@@ -1,4 +1,4 @@
-"""Responses → per-question scores → task, track and overall scores, with bootstrap intervals.
+"""Responses → per-question scores → task, track and overall scores (a typed `Scores`), with bootstrap intervals.
 
 Aggregation follows the competition's rules, not the kit's printout: a task is the mean of its
 questions (micro-F1 over the task's summed counts for NER), a track the plain mean of its tasks, and
@@ -14,18 +14,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict
 
 from shoptune.errors import ShoptuneError
-from shoptune.evaluate import metrics
 from shoptune.evaluate.parsers import parse_response
+from shoptune.metrics import METRICS, SimilarityRequest, micro_f1, sentence_similarity
 from shoptune.schema import Example, Metric, TaskType
-
-TRACK_SHORT_NAMES = {
-    "amazon-kdd-cup-24-understanding-shopping-concepts": "concepts",
-    "amazon-kdd-cup-24-shopping-knowledge-reasoning": "knowledge",
-    "amazon-kdd-cup-24-user-behavior-alignment": "behavior",
-    "amazon-kdd-cup-24-multi-lingual-abilities": "multilingual",
-}
+from shoptune.tasks.registry import short_name, track_order
 
 
 @dataclass(frozen=True)
@@ -48,28 +43,20 @@ def score_questions(
         raise ValueError("one response per example")
     values: list[float | None] = [None] * len(examples)
     counts: list[tuple[int, int, int] | None] = [None] * len(examples)
-    similarity: dict[Metric, list[tuple[int, metrics.SimilarityRequest]]] = defaultdict(list)
+    similarity: dict[Metric, list[tuple[int, SimilarityRequest]]] = defaultdict(list)
     for i, (ex, response) in enumerate(zip(examples, responses, strict=True)):
         pred = parse_response(response, ex.task_type)
-        truth = ex.output_field
-        match ex.metric:
-            case Metric.ACCURACY:
-                values[i] = metrics.accuracy(pred, truth)
-            case Metric.HIT_RATE_3:
-                values[i] = metrics.hit_rate_at_3(pred, truth)
-            case Metric.NDCG:
-                values[i] = metrics.ndcg(pred, truth)
-            case Metric.MICRO_F1:
-                counts[i] = metrics.ner_counts(pred, truth)
-                values[i] = metrics.micro_f1(*counts[i])
-            case Metric.ROUGE_L:
-                values[i] = metrics.rouge_l(pred, truth)
-            case Metric.BLEU | Metric.JP_BLEU:
-                values[i] = metrics.bleu(pred, truth, japanese=ex.metric is Metric.JP_BLEU)
-            case Metric.SENT_TRANSFORMER | Metric.MULTILINGUAL_SENT_TRANSFORMER:
-                similarity[ex.metric].append((i, metrics.SimilarityRequest(pred, truth)))
+        metric = METRICS[ex.metric]
+        if metric.embedding is not None:
+            similarity[ex.metric].append((i, SimilarityRequest(pred, ex.output_field)))
+        elif metric.counts is not None:
+            counts[i] = metric.counts(pred, ex.output_field)
+            values[i] = micro_f1(*counts[i])
+        else:
+            assert metric.score is not None
+            values[i] = metric.score(pred, ex.output_field)
     for metric, requests in similarity.items():
-        sims = metrics.sentence_similarity([r for _, r in requests], metric, embedding_models)
+        sims = sentence_similarity([r for _, r in requests], metric, embedding_models)
         for (i, _), sim in zip(requests, sims, strict=True):
             values[i] = sim
     return [
@@ -114,7 +101,7 @@ def _group_tasks(scores: Sequence[QuestionScore]) -> dict[str, _Task]:
         if len(tracks) > 1:
             raise ShoptuneError(f"task {name!r} appears in several tracks: {', '.join(sorted(tracks))}")
         metric_names = sorted({s.metric.value for s in group})
-        is_micro = [s.metric is Metric.MICRO_F1 for s in group]
+        is_micro = [METRICS[s.metric].counts is not None for s in group]
         if any(is_micro) and not all(is_micro):
             raise ShoptuneError(f"task {name!r} mixes 'micro f1' with other metrics; give them separate task names")
         tasks[name] = _Task(
@@ -134,33 +121,51 @@ def _tracks(task_scores: Mapping[str, Any], tasks: Mapping[str, _Task]) -> dict[
     return {track: np.mean(by_track[track], axis=0) for track in sorted(by_track, key=track_order)}
 
 
-def track_order(track: str) -> tuple[int, str]:
-    """The competition's order (concepts, knowledge, behavior, multilingual), then any other track by name."""
-    known = list(TRACK_SHORT_NAMES)
-    return (known.index(track) if track in known else len(known), track)
+class TaskScore(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    track: str
+    task_type: str
+    metric: str
+    n: int
+    score: float
 
 
-def aggregate(scores: Sequence[QuestionScore], *, n_bootstrap: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """scores.json: overall, tracks, tasks, and 95% bootstrap intervals resampling questions within tasks."""
+class Intervals(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    method: str
+    overall: tuple[float, float]
+    tracks: dict[str, tuple[float, float]]
+
+
+class Scores(BaseModel):
+    """scores.json: the overall score (mean of the tracks), each track (mean of its tasks), each task, the 95%
+    intervals when bootstrapped, and how many questions had no answer (scored as empty responses)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    overall: float
+    tracks: dict[str, float]
+    tasks: dict[str, TaskScore]
+    ci95: Intervals | None = None
+    missing: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def tasks_of(self, track: str) -> dict[str, TaskScore]:
+        return {name: task for name, task in self.tasks.items() if task.track == track}
+
+
+def aggregate(scores: Sequence[QuestionScore], *, n_bootstrap: int = 1000, seed: int = 0) -> Scores:
+    """Task, track and overall scores, and 95% bootstrap intervals resampling questions within tasks."""
     if not scores:
         raise ShoptuneError("nothing to score")
     tasks = _group_tasks(scores)
     task_scores = {name: float(t.score()) for name, t in tasks.items()}
     track_scores = {k: float(v) for k, v in _tracks(task_scores, tasks).items()}
-    result: dict[str, Any] = {
-        "overall": float(np.mean(list(track_scores.values()))),
-        "tracks": track_scores,
-        "tasks": {
-            name: {
-                "track": t.track,
-                "task_type": t.task_type,
-                "metric": t.metric,
-                "n": len(t.values),
-                "score": task_scores[name],
-            }
-            for name, t in tasks.items()
-        },
-    }
+    intervals = None
     if n_bootstrap > 0:
         rng = np.random.default_rng(seed)
         boot_tasks = {
@@ -170,40 +175,48 @@ def aggregate(scores: Sequence[QuestionScore], *, n_bootstrap: int = 1000, seed:
         boot_tracks = _tracks(boot_tasks, tasks)
         boot_overall = np.mean(list(boot_tracks.values()), axis=0)
 
-        def ci(samples: np.ndarray) -> list[float]:
+        def ci(samples: np.ndarray) -> tuple[float, float]:
             low, high = np.percentile(samples, [2.5, 97.5])
-            return [float(low), float(high)]
+            return float(low), float(high)
 
-        result["ci95"] = {
-            "method": f"percentile bootstrap, {n_bootstrap} resamples of questions within each task, seed {seed}",
-            "overall": ci(boot_overall),
-            "tracks": {track: ci(samples) for track, samples in boot_tracks.items()},
-        }
-    return result
+        intervals = Intervals(
+            method=f"percentile bootstrap, {n_bootstrap} resamples of questions within each task, seed {seed}",
+            overall=ci(boot_overall),
+            tracks={track: ci(samples) for track, samples in boot_tracks.items()},
+        )
+    return Scores(
+        overall=float(np.mean(list(track_scores.values()))),
+        tracks=track_scores,
+        tasks={
+            name: TaskScore(
+                track=t.track, task_type=t.task_type, metric=t.metric, n=len(t.values), score=task_scores[name]
+            )
+            for name, t in tasks.items()
+        },
+        ci95=intervals,
+    )
 
 
-def render_markdown(result: Mapping[str, Any], title: str = "ShopBench scores") -> str:
+def render_markdown(result: Scores, title: str = "ShopBench scores") -> str:
     """The human view of scores.json: headline, tracks, then every task."""
-    ci = result.get("ci95", {})
+    ci = result.ci95
 
     def with_ci(value: float, interval: Sequence[float] | None) -> str:
         return f"{value:.4f}" + (f" [{interval[0]:.4f}, {interval[1]:.4f}]" if interval else "")
 
     lines = [f"# {title}", ""]
-    lines.append(f"**Overall (mean of track scores): {with_ci(result['overall'], ci.get('overall'))}**")
+    lines.append(f"**Overall (mean of track scores): {with_ci(result.overall, ci.overall if ci else None)}**")
     if ci:
-        lines.append(f"\nIntervals: 95%, {ci['method']}.")
-    if result.get("missing"):
-        lines.append(f"\n{result['missing']} question(s) had no prediction and were scored as empty responses.")
+        lines.append(f"\nIntervals: 95%, {ci.method}.")
+    if result.missing:
+        lines.append(f"\n{result.missing} question(s) had no prediction and were scored as empty responses.")
     lines += ["", "| track | score | tasks |", "| --- | ---: | ---: |"]
-    for track, value in result["tracks"].items():
-        n_tasks = sum(1 for t in result["tasks"].values() if t["track"] == track)
-        name = TRACK_SHORT_NAMES.get(track, track)
-        lines.append(f"| {name} | {with_ci(value, ci.get('tracks', {}).get(track))} | {n_tasks} |")
+    for track, value in result.tracks.items():
+        interval = ci.tracks.get(track) if ci else None
+        lines.append(f"| {short_name(track)} | {with_ci(value, interval)} | {len(result.tasks_of(track))} |")
     lines += ["", "| task | track | type | metric | n | score |", "| --- | --- | --- | --- | ---: | ---: |"]
-    for name, t in result["tasks"].items():
-        track = TRACK_SHORT_NAMES.get(t["track"], t["track"])
-        lines.append(f"| {name} | {track} | {t['task_type']} | {t['metric']} | {t['n']} | {t['score']:.4f} |")
+    for name, t in result.tasks.items():
+        lines.append(f"| {name} | {short_name(t.track)} | {t.task_type} | {t.metric} | {t.n} | {t.score:.4f} |")
     return "\n".join(lines) + "\n"
 
 

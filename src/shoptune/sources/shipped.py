@@ -1,9 +1,15 @@
 """The raw data folder: what shoptune ships under data/raw (taxonomy, matching pairs; see SOURCES.md) and
-the published datasets a user may add beside them (esci/, amazon-m2/, amazon-reviews-2023/, mave/)."""
+the published datasets a user may add beside them (esci/, amazon-m2/, amazon-reviews-2023/, mave/).
+
+Adding a source: a reader (raw files → records in the corpus; see tasks/records.py) and one entry in
+SOURCES at the end of this file; subtasks then draw from the corpus field it fills.
+"""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -48,45 +54,84 @@ def load_raw(raw_dir: Path, part: Part = "train") -> RawCorpus:
     if not raw_dir.is_dir():
         raise ShoptuneError(f"raw data folder {raw_dir}: no such directory")
     corpus = RawCorpus()
-    for language, name in TAXONOMY_FILES.items():
-        path = raw_dir / "google-taxonomy" / name
-        if path.is_file():
-            corpus.categories[language] = read_taxonomy(path, language)
-            corpus.sources[f"google-taxonomy/{name}"] = file_hash(path)
-    matching = raw_dir / "product-matching"
-    for folder in sorted(p for p in matching.iterdir() if p.is_dir()) if matching.is_dir() else []:
-        for split in MATCHING_SPLITS[part]:
-            path = folder / f"{split}.txt"
-            if path.is_file():
-                corpus.pairs.extend(read_pairs(path, folder.name))
-                corpus.sources[f"product-matching/{folder.name}/{split}.txt"] = file_hash(path)
+    for source in SOURCES:
+        if part in source.parts:
+            for path in source.read(raw_dir / source.folder, part, corpus):
+                corpus.sources[path.relative_to(raw_dir).as_posix()] = file_hash(path)
     corpus.categories = partition(corpus.categories, part)
-    if part == "train":
-        _add_published(raw_dir, corpus)
     if not corpus.sources:
         raise ShoptuneError(f"raw data folder {raw_dir}: found no data shoptune can read (see data/raw/SOURCES.md)")
     return corpus
 
 
-def _add_published(raw_dir: Path, corpus: RawCorpus) -> None:
-    folder = raw_dir / "esci"
-    if (folder / "shopping_queries_dataset_examples.parquet").is_file():
-        corpus.judgments = read_esci(folder)
-        _hash_all(corpus, folder, "*.parquet")
-    folder = raw_dir / "amazon-m2"
-    if (folder / "sessions_train.csv").is_file():
-        corpus.sessions, corpus.catalogue = read_m2(folder)
-        _hash_all(corpus, folder, "*.csv")
-    folder = raw_dir / "amazon-reviews-2023"
-    if folder.is_dir() and any(folder.glob("*.jsonl")):
-        corpus.reviews = read_reviews(folder)
-        _hash_all(corpus, folder, "*.jsonl")
-    folder = raw_dir / "mave"
-    if folder.is_dir() and any(folder.glob("*.jsonl")):
-        corpus.attributes = read_mave(folder)
-        _hash_all(corpus, folder, "*.jsonl")
+# --- one reader per source: fills the corpus from the source's folder, returns the files it read ---------------
 
 
-def _hash_all(corpus: RawCorpus, folder: Path, pattern: str) -> None:
-    for path in sorted(folder.glob(pattern)):
-        corpus.sources[f"{folder.name}/{path.name}"] = file_hash(path)
+def _taxonomy(folder: Path, part: Part, corpus: RawCorpus) -> list[Path]:
+    read = []
+    for language, name in TAXONOMY_FILES.items():
+        if (folder / name).is_file():
+            corpus.categories[language] = read_taxonomy(folder / name, language)
+            read.append(folder / name)
+    return read
+
+
+def _matching(folder: Path, part: Part, corpus: RawCorpus) -> list[Path]:
+    read = []
+    for benchmark in sorted(p for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []:
+        for split in MATCHING_SPLITS[part]:
+            path = benchmark / f"{split}.txt"
+            if path.is_file():
+                corpus.pairs.extend(read_pairs(path, benchmark.name))
+                read.append(path)
+    return read
+
+
+def _esci(folder: Path, part: Part, corpus: RawCorpus) -> list[Path]:
+    if not (folder / "shopping_queries_dataset_examples.parquet").is_file():
+        return []
+    corpus.judgments = read_esci(folder)
+    return sorted(folder.glob("*.parquet"))
+
+
+def _m2(folder: Path, part: Part, corpus: RawCorpus) -> list[Path]:
+    if not (folder / "sessions_train.csv").is_file():
+        return []
+    corpus.sessions, corpus.catalogue = read_m2(folder)
+    return sorted(folder.glob("*.csv"))
+
+
+def _reviews(folder: Path, part: Part, corpus: RawCorpus) -> list[Path]:
+    if not (folder.is_dir() and any(folder.glob("*.jsonl"))):
+        return []
+    corpus.reviews = read_reviews(folder)
+    return sorted(folder.glob("*.jsonl"))
+
+
+def _mave(folder: Path, part: Part, corpus: RawCorpus) -> list[Path]:
+    if not (folder.is_dir() and any(folder.glob("*.jsonl"))):
+        return []
+    corpus.attributes = read_mave(folder)
+    return sorted(folder.glob("*.jsonl"))
+
+
+# --- the table --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RawSource:
+    folder: str  # under raw_dir
+    read: Callable[[Path, Part, RawCorpus], list[Path]]
+    parts: tuple[Part, ...]  # the held-out benchmark reads only sources whose reader keeps its items apart
+    ships: bool  # shoptune ships it under data/raw; the others a user adds in their published format
+    description: str
+
+
+SOURCES: tuple[RawSource, ...] = (
+    RawSource("google-taxonomy", _taxonomy, ("train", "heldout"), True, "Google product taxonomy, en-US and de-DE"),
+    RawSource("product-matching", _matching, ("train", "heldout"), True, "offer pairs: Magellan and WDC benchmarks"),
+    RawSource("esci", _esci, ("train",), False, "Amazon ESCI shopping queries (parquet)"),
+    RawSource("amazon-m2", _m2, ("train",), False, "Amazon-M2 sessions, KDD Cup 2023 (csv)"),
+    RawSource("amazon-reviews-2023", _reviews, ("train",), False, "Amazon Reviews 2023 (jsonl)"),
+    RawSource("mave", _mave, ("train",), False, "MAVE attribute values (jsonl)"),
+)

@@ -18,16 +18,15 @@ import pandas as pd
 
 from shoptune.evaluate.predictions import read_predictions
 from shoptune.evaluate.scoring import (
-    TRACK_SHORT_NAMES,
     paired_overall_samples,
     paired_samples,
     score_questions,
-    track_order,
 )
 from shoptune.schema import atomic_write_text, read_examples
 from shoptune.study.results import load_table
 from shoptune.study.runner import VALIDATION, eval_sets
 from shoptune.study.spec import StudySpec
+from shoptune.tasks.registry import short_name, track_order
 
 AXES = {"capability": ("n_capabilities", "number of capabilities"), "task": ("n_subtasks", "number of subtasks")}
 
@@ -66,7 +65,7 @@ def plot_progression(table: pd.DataFrame, group: str, eval_set: str, path: Path)
             ax.plot(rows[column], rows[panel], marker="o", label=f"LoRA r={rank}")
         if not base.empty:
             ax.axhline(base[panel].mean(), color="grey", linestyle="--", label="base model")
-        ax.set_title(TRACK_SHORT_NAMES.get(panel, panel))
+        ax.set_title(short_name(panel))
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel(f"score ({eval_set})")
@@ -120,9 +119,7 @@ def track_bars(table: pd.DataFrame, eval_set: str, path: Path) -> pd.DataFrame:
     width = 0.8 / max(len(bars.columns), 1)
     for i, label in enumerate(bars.columns):
         ax.bar(np.arange(len(tracks)) + i * width, bars[label].fillna(0), width, label=label)
-    ax.set_xticks(
-        np.arange(len(tracks)) + width * (len(bars.columns) - 1) / 2, [TRACK_SHORT_NAMES.get(t, t) for t in tracks]
-    )
+    ax.set_xticks(np.arange(len(tracks)) + width * (len(bars.columns) - 1) / 2, [short_name(t) for t in tracks])
     ax.set_ylabel(f"score ({eval_set})")
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -189,9 +186,7 @@ def plot_against_base(rows: list[dict[str, Any]], path: Path) -> None:
             err = np.array([[diff[j] - part[n]["ci_low"], part[n]["ci_high"] - diff[j]] for j, n in enumerate(names)]).T
             ax.bar(x, diff, width, yerr=err, capsize=3, label=f"{cell[0]} r={cell[1]} s={cell[2]}")
         ax.axhline(0, color="black", linewidth=0.8)
-        ax.set_xticks(
-            np.arange(len(names)) + width * (len(cells) - 1) / 2, [TRACK_SHORT_NAMES.get(n, n) for n in names]
-        )
+        ax.set_xticks(np.arange(len(names)) + width * (len(cells) - 1) / 2, [short_name(n) for n in names])
         ax.set_title(eval_set)
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("tuned minus base (95% CI)")
@@ -213,7 +208,7 @@ def against_base_lines(rows: list[dict[str, Any]]) -> list[str]:
         "| --- | --- | ---: | ---: | --- | ---: | ---: | ---: | --- |",
     ]
     for r in rows:
-        name = TRACK_SHORT_NAMES.get(r["name"], r["name"])
+        name = short_name(r["name"])
         lines.append(
             f"| {r['eval_set']} | {r['design']} | {r['rank']} | {r['seed']} | {name} | {r['base']:.4f} | "
             f"{r['tuned']:.4f} | {r['difference']:+.4f} | [{r['ci_low']:+.4f}, {r['ci_high']:+.4f}] |"
@@ -343,7 +338,7 @@ def write_report(out: Path) -> Path:
             "",
             "![tracks](track_bars.png)",
             "",
-            bars.rename(index=TRACK_SHORT_NAMES).round(4).to_markdown(),
+            bars.rename(index=short_name).round(4).to_markdown(),
             "",
         ]
     steps = paired_steps(out, table, eval_set, data_path, study.eval.limit)

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from shoptune.evaluate.scoring import Scores
 from shoptune.schema import read_state
 
 COLUMNS = [
@@ -45,24 +46,14 @@ def rows_of(result: dict[str, Any]) -> list[dict[str, Any]]:
         "seed": cell["seed"],
     }
     rows = []
-    for eval_set, scores in result["scores"].items():
+    for eval_set, raw in result["scores"].items():
+        scores = Scores.model_validate(raw)
         common = {**base, "eval_set": eval_set}
-        rows.append({**common, "level": "overall", "name": "overall", "score": scores["overall"]})
-        for track, score in scores["tracks"].items():
+        rows.append({**common, "level": "overall", "name": "overall", "score": scores.overall})
+        for track, score in scores.tracks.items():
             rows.append({**common, "level": "track", "name": track, "track": track, "score": score})
-        for task, info in scores["tasks"].items():
-            rows.append(
-                {
-                    **common,
-                    "level": "task",
-                    "name": task,
-                    "track": info["track"],
-                    "task_type": info["task_type"],
-                    "metric": info["metric"],
-                    "n": info["n"],
-                    "score": info["score"],
-                }
-            )
+        for task, info in scores.tasks.items():
+            rows.append({**common, "level": "task", "name": task, **info.model_dump()})
     return rows
 
 

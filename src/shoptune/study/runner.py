@@ -18,11 +18,11 @@ from typing import Any
 from tqdm import tqdm
 
 from shoptune.config import dump_config
-from shoptune.data.build import build_mixture, from_row
+from shoptune.data.build import cached_mixture
 from shoptune.data.spec import MixtureSpec
 from shoptune.evaluate.runner import EvalConfig, run_eval
-from shoptune.locks import waiting, writing
-from shoptune.schema import atomic_write_text, read_examples, read_state, write_jsonl
+from shoptune.locks import writing
+from shoptune.schema import atomic_write_text, from_row, read_examples, read_state, write_jsonl
 from shoptune.study.spec import Cell, StudySpec, expand
 from shoptune.train.config import TrainConfig
 from shoptune.train.trainer import train
@@ -51,19 +51,15 @@ def eval_sets(study: StudySpec, out: Path) -> dict[str, Path]:
 
 
 def mixture_for(cell: Cell, out: Path) -> Path:
-    """Build (once) the cell's mixture and its held-out split as JSON Lines."""
+    """The cell's mixture (built once per distinct spec, shared by cells) and its validation split as JSON Lines."""
     assert cell.mixture is not None
     digest = hashlib.sha256(json.dumps(cell.mixture, sort_keys=True).encode()).hexdigest()[:16]
-    folder = out / "mixtures" / f"{cell.design}-{digest}"
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    # Cells that share a mixture may run at once (the Ray executor): one builds it, the others wait and reuse it.
-    with waiting(folder.parent / f".{folder.name}.build-lock"):
-        if not (folder / "validation.jsonl").is_file():
-            build_mixture(MixtureSpec.model_validate(cell.mixture), folder)
-            import datasets
+    folder = cached_mixture(MixtureSpec.model_validate(cell.mixture), out / "mixtures" / f"{cell.design}-{digest}")
+    if not (folder / "validation.jsonl").is_file():  # cells racing here write the same bytes, atomically
+        import datasets
 
-            validation = datasets.load_from_disk(str(folder))["validation"]
-            write_jsonl(folder / "validation.jsonl", (from_row(row).to_json() for row in validation))
+        validation = datasets.load_from_disk(str(folder))["validation"]
+        write_jsonl(folder / "validation.jsonl", (from_row(row).to_json() for row in validation))
     return folder
 
 
@@ -90,7 +86,7 @@ def run_cell(cell: Cell, study: StudySpec, out: Path, progress: bool) -> dict[st
     scores = {}
     for name, path in sets.items():
         config = EvalConfig(model=cell.model, adapter=adapter, batch_size=study.eval.batch_size, limit=study.eval.limit)
-        scores[name] = run_eval(path, folder / "eval" / name, config, progress=progress).scores
+        scores[name] = run_eval(path, folder / "eval" / name, config, progress=progress).scores.to_json()
     cell_info = dict(cell.__dict__)
     if cell.mixture is not None:
         # What the data actually supported: subtasks whose source is absent contribute no examples.

@@ -16,7 +16,7 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from shoptune import __version__
-from shoptune.config import StrictConfig, load_config
+from shoptune.config import StrictConfig, load_config, rebase
 from shoptune.data.spec import SAFE_NAME, MixtureSpec
 from shoptune.errors import ShoptuneError
 from shoptune.hub import DEFAULT_MODEL
@@ -26,7 +26,8 @@ GROUPS = ("capability", "task")  # the paper's two ablation axes
 
 
 class EvalSettings(StrictConfig):
-    """Each set is named by its file's stem (development, heldout); `validation` is the mixture's own split."""
+    """Each set is named by its file's stem (development, heldout); `validation` is the mixture's own split. The
+    default sets are the repository's, from the current directory; sets named in a spec are from its folder."""
 
     sets: list[Path] = Field(
         default_factory=lambda: [Path("data/shopbench/development.json"), Path("data/heldout/heldout.jsonl")]
@@ -78,26 +79,25 @@ def _key(payload: dict[str, Any]) -> str:
 
 
 def load_study(path: Path) -> StudySpec:
+    """The study, checked whole before anything runs; its `mixture:` and `train:` settings are overrides of other
+    configs, and their relative paths, like the spec's own, are taken from the spec's folder."""
     study = load_config(StudySpec, path)
     unknown = sorted(set(study.designs) - set(GROUPS))
     if unknown:
         raise ShoptuneError(f"{path}: unknown design group(s) {unknown}; expected {list(GROUPS)}")
-    base = path.parent
-
-    def resolve(p: Path) -> Path:
-        return p if p.is_absolute() or p.exists() else base / p
-
-    designs = {group: [resolve(p) for p in specs] for group, specs in study.designs.items()}
-    sets = [resolve(p) for p in study.eval.sets]
-    missing = [str(p) for p in sets if not p.is_file()]
+    missing = [str(p) for p in study.eval.sets if not p.is_file()]
     if missing:
         raise ShoptuneError(f"{path}: evaluation set(s) not found: {', '.join(missing)}")
+    base = Path(path).parent
+    study = study.model_copy(
+        update={"mixture": rebase(MixtureSpec, study.mixture, base), "train": rebase(TrainConfig, study.train, base)}
+    )
     # Checked now, not when the first cell trains after every mixture was built.
     try:
         load_config(TrainConfig, None, {**study.train, "mixture": "checked-per-cell"})
     except ShoptuneError as exc:
         raise ShoptuneError(f"{path}: train: {str(exc).removeprefix('command line: ')}") from None
-    return study.model_copy(update={"designs": designs, "eval": study.eval.model_copy(update={"sets": sets})})
+    return study
 
 
 def expand(study: StudySpec) -> list[Cell]:
@@ -111,7 +111,7 @@ def expand(study: StudySpec) -> list[Cell]:
             cells[key] = Cell(key, path, "base", (), 0, None, None, 0, 0, 0)
         for group, specs in study.designs.items():
             for position, spec_path in enumerate(specs, start=1):
-                spec = load_config(MixtureSpec, spec_path, study.mixture).resolve_paths(spec_path.parent)
+                spec = load_config(MixtureSpec, spec_path, study.mixture)
                 mixture = spec.model_dump(mode="json")
                 subtasks = spec.selected()
                 for rank in study.ranks:

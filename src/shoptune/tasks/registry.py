@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import random
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -23,18 +24,58 @@ from shoptune.tasks.records import RawCorpus
 
 
 class Capability(StrEnum):
-    CONCEPTS = "shopping_concept_understanding"
-    KNOWLEDGE = "shopping_knowledge_reasoning"
-    BEHAVIOR = "user_behavior_alignment"
-    MULTILINGUAL = "multilingual_ability"
+    """The four capabilities, one per ShopBench track, in the competition's order.
+
+    Adding a track: one member here (the capability's name, the track id its questions carry, a short name for
+    tables, the module whose subtasks it holds), and that module, which registers its subtasks with `@subtask`.
+    """
+
+    track: str
+    short: str
+    module: str
+
+    def __new__(cls, value: str, track: str, short: str, module: str) -> Capability:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.track, member.short, member.module = track, short, module
+        return member
+
+    CONCEPTS = (
+        "shopping_concept_understanding",
+        "amazon-kdd-cup-24-understanding-shopping-concepts",
+        "concepts",
+        "shoptune.tasks.concepts",
+    )
+    KNOWLEDGE = (
+        "shopping_knowledge_reasoning",
+        "amazon-kdd-cup-24-shopping-knowledge-reasoning",
+        "knowledge",
+        "shoptune.tasks.knowledge",
+    )
+    BEHAVIOR = (
+        "user_behavior_alignment",
+        "amazon-kdd-cup-24-user-behavior-alignment",
+        "behavior",
+        "shoptune.tasks.behavior",
+    )
+    MULTILINGUAL = (
+        "multilingual_ability",
+        "amazon-kdd-cup-24-multi-lingual-abilities",
+        "multilingual",
+        "shoptune.tasks.multilingual",
+    )
 
 
-TRACK_OF: dict[Capability, str] = {
-    Capability.CONCEPTS: "amazon-kdd-cup-24-understanding-shopping-concepts",
-    Capability.KNOWLEDGE: "amazon-kdd-cup-24-shopping-knowledge-reasoning",
-    Capability.BEHAVIOR: "amazon-kdd-cup-24-user-behavior-alignment",
-    Capability.MULTILINGUAL: "amazon-kdd-cup-24-multi-lingual-abilities",
-}
+def short_name(track: str) -> str:
+    """A ShopBench track id as tables show it ("concepts"); a track shoptune does not know keeps its id."""
+    return next((c.short for c in Capability if c.track == track), track)
+
+
+def track_order(track: str) -> tuple[int, str]:
+    """The competition's order (concepts, knowledge, behavior, multilingual), then any other track by name."""
+    known = [c.track for c in Capability]
+    return (known.index(track) if track in known else len(known), track)
+
 
 T = TypeVar("T")
 K = TypeVar("K")
@@ -66,7 +107,7 @@ class Subtask:
             task_type=self.task_type,
             metric=self.metric,
             is_multiple_choice=self.task_type is TaskType.MULTIPLE_CHOICE,
-            track=TRACK_OF[self.capability],
+            track=self.capability.track,
             capability=self.capability.value,
             source=self.source,
             id=ident,
@@ -120,8 +161,10 @@ def subtask(
 
 
 def all_subtasks() -> dict[str, Subtask]:
-    from shoptune.tasks import behavior, concepts, knowledge, multilingual  # noqa: F401 - registers
-
+    """Every registered subtask by name, in registration order. The capabilities' modules are imported by module
+    name, as they always were, so that order (and with it every mixture's bytes) stays what it was."""
+    for module in sorted(c.module for c in Capability):
+        importlib.import_module(module)
     return dict(_REGISTRY)
 
 

@@ -14,46 +14,57 @@ from shoptune.tasks.render import SHOPBENCH_SYSTEM_PROMPT
 
 
 class LoraSettings(StrictConfig):
-    rank: int = Field(16, ge=1, le=4096)
-    alpha: float | None = None  # None: 2 x rank
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: list[str] | Literal["all-linear"] = "all-linear"
-    rslora: bool = False
-    dora: bool = False
+    rank: int = Field(
+        16, ge=1, le=4096, description="LoRA rank, the capacity knob", json_schema_extra={"aliases": ["--rank"]}
+    )
+    alpha: float | None = Field(None, description="LoRA scale numerator (default: 2 x rank)")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dropout on the LoRA path")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        "all-linear", description="layers that get LoRA weights: all-linear, or a YAML list of module names"
+    )
+    rslora: bool = Field(False, description="rank-stabilised scaling (alpha / sqrt(rank))")
+    dora: bool = Field(False, description="weight-decomposed LoRA (DoRA)")
 
 
 class TrainConfig(StrictConfig):
-    model: str = DEFAULT_MODEL
-    mixture: Path | None = None  # a folder written by `shoptune data build`
-    data: Path | None = None  # or ShopBench-format JSON Lines
-    eval_data: Path | None = None  # held-out JSON Lines; default: the mixture's validation split
-    method: Literal["lora", "qlora", "full"] = "lora"
+    """One training run. Each setting is also a `train` option (its description is the option's help)."""
+
+    model: str = Field(DEFAULT_MODEL, description="base model: name, .gguf file, folder or hub id")
+    mixture: Path | None = Field(None, description="a mixture: a `shoptune data build` folder or a mixture spec")
+    data: Path | None = Field(None, description="or ShopBench-format JSON Lines to train on")
+    eval_data: Path | None = Field(None, description="held-out JSON Lines (default: the mixture's validation split)")
+    method: Literal["lora", "qlora", "full"] = Field("lora", description="qlora needs a CUDA GPU and bitsandbytes")
     lora: LoraSettings = Field(default_factory=LoraSettings)
-    max_length: int = Field(1024, ge=16)
-    packing: bool = True
-    system_prompt: str | None = SHOPBENCH_SYSTEM_PROMPT
-    chat_template: bool | None = None
-    learning_rate: float = Field(2e-4, gt=0)
-    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = "cosine"
-    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
-    weight_decay: float = Field(0.0, ge=0.0)
-    epochs: float = Field(1.0, gt=0)
-    max_steps: int = -1
-    batch_size: int = Field(8, ge=1)
-    gradient_accumulation: int = Field(1, ge=1)
-    gradient_checkpointing: bool = False
-    # With checkpointing: keep attention's output rather than recompute it (torch's selective checkpointing). It
-    # pays at long packed rows on a GPU; on a CPU with SmolLM2 it measured within noise of plain checkpointing.
-    selective_checkpointing: bool = False
-    bf16: Literal["auto", "on", "off"] = "auto"
-    seed: int = 0
-    eval_steps: int = Field(50, ge=1)
-    save_steps: int = Field(50, ge=1)
-    save_total_limit: int = Field(2, ge=1)
-    logging_steps: int = Field(10, ge=1)
-    max_eval_examples: int = Field(256, ge=1)
-    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(default_factory=lambda: ["tensorboard"])
-    allow_download: bool = False
+    max_length: int = Field(1024, ge=16, description="tokens per example; a longer prompt keeps its end")
+    packing: bool = Field(True, description="lay a batch's examples end to end in one row (no padding)")
+    system_prompt: str | None = Field(SHOPBENCH_SYSTEM_PROMPT, description="the system prompt, as in evaluation")
+    chat_template: bool | None = Field(None, description="apply the model's chat template (default: when it has one)")
+    learning_rate: float = Field(2e-4, gt=0, description="peak learning rate")
+    lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
+        "cosine", description="learning-rate schedule"
+    )
+    warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0, description="share of the steps spent warming up")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
+    epochs: float = Field(1.0, gt=0, description="passes over the training examples")
+    max_steps: int = Field(-1, description="stop after N optimiser steps (-1: epochs decide)")
+    batch_size: int = Field(8, ge=1, description="examples per device and step")
+    gradient_accumulation: int = Field(1, ge=1, description="batches per optimiser step")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass (less memory)")
+    # It pays at long packed rows on a GPU; on a CPU with SmolLM2 it measured within noise of plain checkpointing.
+    selective_checkpointing: bool = Field(
+        False, description="with checkpointing: keep attention's output rather than recompute it"
+    )
+    bf16: Literal["auto", "on", "off"] = Field("auto", description="bfloat16 (auto: on a GPU that has it)")
+    seed: int = Field(0, description="seeds the adapter's initial weights and the data order")
+    eval_steps: int = Field(50, ge=1, description="steps between held-out evaluations")
+    save_steps: int = Field(50, ge=1, description="steps between checkpoints")
+    save_total_limit: int = Field(2, ge=1, description="checkpoints kept")
+    logging_steps: int = Field(10, ge=1, description="steps between log lines")
+    max_eval_examples: int = Field(256, ge=1, description="held-out examples evaluated (taken in turn per subtask)")
+    report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
+        default_factory=lambda: ["tensorboard"], description="loggers"
+    )
+    allow_download: bool = Field(False, description="let a hub id be fetched when it is not cached")
 
     @model_validator(mode="after")
     def _one_source(self) -> TrainConfig:

@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from shoptune.config import SPEC_RECORD, dump_config
+from shoptune.config import dump_config
 from shoptune.errors import ShoptuneError
 from shoptune.hub import load_causal_lm, require_adapter, sha256_of, with_adapter
 from shoptune.locks import writing
@@ -38,15 +38,10 @@ def mixture_folder(config: TrainConfig, out: Path) -> Path:
     if config.mixture.suffix not in (".yaml", ".yml"):
         return config.mixture
     from shoptune.config import load_config
-    from shoptune.data.build import build_mixture
+    from shoptune.data.build import cached_mixture
     from shoptune.data.spec import MixtureSpec
 
-    spec = load_config(MixtureSpec, config.mixture).resolve_paths(config.mixture.parent)
-    folder = out / "mixture"
-    built = folder / SPEC_RECORD
-    if not (built.is_file() and built.read_text(encoding="utf-8") == dump_config(spec)):
-        build_mixture(spec, folder)
-    return folder
+    return cached_mixture(load_config(MixtureSpec, config.mixture), out / "mixture")
 
 
 def stratified(examples: list[Example], n: int) -> list[Example]:
@@ -68,7 +63,7 @@ def load_examples(config: TrainConfig) -> tuple[list[Example], list[Example]]:
         return train, stratified(held_out, config.max_eval_examples)
     import datasets
 
-    from shoptune.data.build import from_row
+    from shoptune.schema import from_row
 
     if not (config.mixture / "dataset_dict.json").is_file():
         raise ShoptuneError(f"mixture {config.mixture}: not a folder written by `shoptune data build`")

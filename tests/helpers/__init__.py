@@ -1,0 +1,1 @@
+"""What several test modules share: a tiny model built in code, published-format fixtures, small file writers."""
