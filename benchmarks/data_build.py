@@ -1,6 +1,6 @@
 """Mixture build throughput and memory, and the cleaning step against a per-example reference, same run.
 
-1. `build_mixture` at full size (default a million examples over the 17 subtasks the shipped raw data
+1. `build_mixture` at full size (default a million examples over the subtasks the shipped raw data
    supports; repeat sampling is on, as some subtasks have fewer distinct examples than that), against
    the same build without near-duplicate search and decontamination, each in its own process so that
    each peak memory is its own (main process and largest worker).
@@ -32,7 +32,7 @@ from pathlib import Path
 import xxhash
 from datasketch import MinHash, MinHashLSH
 
-from shoptune.data.build import PartMaker, build_mixture
+from shoptune.data.build import PartMaker, build_mixture, with_data
 from shoptune.data.clean import MIN_WORDS, SHINGLE, Contamination, bands_for, dedupe, fingerprint
 from shoptune.data.spec import MixtureSpec
 from shoptune.schema import Example, TaskType, read_examples
@@ -40,9 +40,14 @@ from shoptune.tasks.render import answer_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV = ROOT / "data" / "shopbench" / "development.json"
-N_SUBTASKS = 17  # those the shipped raw data supports
-WORD = re.compile(r"\w+")
+CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
+WORD = re.compile(f"[{CJK}]|[^\\W{CJK}]+")
 REASONS = ("exact_duplicate", "near_duplicate", "contaminated")
+
+
+def n_subtasks() -> int:
+    """The subtasks the shipped raw data supports: a million examples are spread over them."""
+    return len(with_data(MixtureSpec(name="count", raw_dir=ROOT / "data" / "raw")))
 
 
 def spec(examples: int, cleaning: bool) -> MixtureSpec:
@@ -50,7 +55,7 @@ def spec(examples: int, cleaning: bool) -> MixtureSpec:
         "name": "bench",
         "raw_dir": ROOT / "data" / "raw",
         "repeat": True,
-        "examples_per_subtask": math.ceil(examples / N_SUBTASKS),
+        "examples_per_subtask": math.ceil(examples / n_subtasks()),
     }
     if cleaning:
         return MixtureSpec(**settings, decontaminate=[DEV])
@@ -136,7 +141,8 @@ def reference_clean(
 def compare_cleaning(sample: int) -> dict:
     full = spec(sample, cleaning=True)
     maker = PartMaker(full.model_copy(update={"decontaminate": []}))
-    examples = [ex for task in full.selected() for ex in task.build(maker.corpus(), math.ceil(sample / N_SUBTASKS), 0)]
+    per_subtask = math.ceil(sample / n_subtasks())
+    examples = [ex for task in with_data(full) for ex in task.build(maker.corpus(), per_subtask, 0)]
     examples = examples + examples[: len(examples) // 50]  # 2% exact repeats
     evaluation = read_examples(DEV)
     threshold, num_perm, n = full.near_duplicates.threshold, full.near_duplicates.num_perm, full.ngram

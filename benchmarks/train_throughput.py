@@ -53,8 +53,8 @@ def matmul_peak_gflops(size: int = 2048, seconds: float = 3.0) -> float:
 
 def examples(n: int) -> list:
     """n examples spread over every subtask of the shipped data, in a fixed order."""
-    from shoptune.sources.shipped import load_raw
-    from shoptune.tasks.registry import all_subtasks
+    from shoptune.sources.registry import load_raw
+    from shoptune.tasks.catalog import all_subtasks
 
     corpus = load_raw(ROOT / "data" / "raw")
     tasks = list(all_subtasks().values())

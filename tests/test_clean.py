@@ -10,13 +10,14 @@ import pytest
 
 from shoptune.data.clean import MIN_WORDS, Contamination, Tokens, clean, dedupe, fingerprint
 from shoptune.schema import Example, TaskType, read_examples
-from shoptune.sources.shipped import load_raw
-from shoptune.tasks.registry import all_subtasks
+from shoptune.sources.registry import load_raw
+from shoptune.tasks.catalog import all_subtasks
 from shoptune.tasks.render import answer_text
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV = read_examples(ROOT / "data" / "shopbench" / "development.json")
-WORD = re.compile(r"\w+")  # the documented word, after lower-casing
+CJK = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\uff66-\uff9f"
+WORD = re.compile(f"[{CJK}]|[^\\W{CJK}]+")  # the documented word, after lower-casing: CJK one by one
 
 
 def words(text: str) -> list[str]:
@@ -61,6 +62,8 @@ def spliced(host: Example, donor: str, k: int, rng: random.Random) -> Example:
 
 def test_words_are_hashed_as_defined():
     texts = ["Größe: 10 cm — Café_Latte (EU) ½", "größe 10 CM café_latte eu ½", "Grösse 10 cm café latte eu €", ""]
+    japanese = ["東京の天気は晴れです", "hello 東京tokyo ｗｏｒｌｄ・カタカナー", "ﾊﾝｶｸ abc"]
+    assert Tokens.of(japanese).lengths.tolist() == [len(words(t)) for t in japanese] and len(words(japanese[0])) == 10
     hashes = Tokens.of(texts).whole()
     assert words(texts[0]) == words(texts[1]) and hashes[0] == hashes[1]
     assert words(texts[0]) != words(texts[2]) and hashes[0] != hashes[2]
@@ -114,7 +117,9 @@ def test_near_duplicates_are_removed_at_high_similarity_and_kept_at_low(built):
     near = (0.7, 128)
     rng = random.Random(1)
     keep, _ = clean(built, near=near, contamination=None, seed=0)
-    originals = [ex for ex, k in zip(built, keep, strict=True) if k and len(words(ex.input_field)) >= 60]
+    # Space-separated prompts, so that replacing a share of the space-separated tokens replaces that share of words.
+    spaced = [ex for ex, k in zip(built, keep, strict=True) if k and ex.input_field.isascii()]
+    originals = [ex for ex in spaced if len(words(ex.input_field)) >= 60]
     originals = rng.sample(originals, 60)
     close = [ex.model_copy(update={"input_field": near_copy(ex.input_field, rng)}) for ex in originals[:30]]
     far = []  # three quarters of the words replaced

@@ -14,8 +14,9 @@ from shoptune.evaluate.scoring import Scores
 from shoptune.hub import NAMED_MODELS, known_models, resolve_model_source
 from shoptune.metrics import METRICS, Metric, TaskType
 from shoptune.schema import Example, parse_example
-from shoptune.sources import shipped
-from shoptune.tasks.registry import Capability, all_subtasks, short_name, track_order
+from shoptune.sources import registry as sources
+from shoptune.tasks.catalog import all_subtasks
+from shoptune.tasks.registry import Capability, short_name, track_order
 from shoptune.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,18 +84,27 @@ def test_a_raw_source_is_one_entry(monkeypatch, tmp_path):
     (tmp_path / "notes" / "a.txt").write_text("red shoes\n")
 
     def read_notes(folder, part, corpus):
-        corpus.reviews = []  # a real reader fills a corpus field; here the hash is what is checked
-        return sorted(folder.glob("*.txt"))
+        return sorted(folder.glob("*.txt"))  # a real reader fills a corpus field; here the hash is what is checked
 
     with pytest.raises(Exception, match="found no data shoptune can read"):
-        shipped.load_raw(tmp_path)
-    source = shipped.RawSource("notes", read_notes, ("train",), False, "notes")
-    monkeypatch.setattr(shipped, "SOURCES", (*shipped.SOURCES, source))
-    corpus = shipped.load_raw(tmp_path)
+        sources.load_raw(tmp_path)
+    notes = sources.RawSource(
+        "notes", "notes", lambda f: (f / "a.txt").is_file(), read_notes, "MIT", "test notes", False, ("train",)
+    )
+    monkeypatch.setattr(sources, "SOURCES", (*sources.SOURCES, notes))
+    corpus = sources.load_raw(tmp_path)
     assert list(corpus.sources) == ["notes/a.txt"] and len(corpus.sources["notes/a.txt"]) == 64
-    assert not shipped.load_raw(tmp_path, "train").categories
+    assert corpus.present == {"notes"} and sources.present_sources(tmp_path) == {"notes"}
     with pytest.raises(Exception, match="found no data"):  # the entry says the held-out benchmark may not read it
-        shipped.load_raw(tmp_path, "heldout")
+        sources.load_raw(tmp_path, "heldout")
+
+
+def test_every_source_names_a_known_licence_and_every_subtask_known_sources():
+    assert all(source.licence in sources.LICENCES for source in sources.SOURCES)
+    assert len(sources.SOURCE_BY_ID) == len(sources.SOURCES)
+    for task in all_subtasks().values():
+        assert set(task.sources) <= set(sources.SOURCE_BY_ID), task.name
+        assert task.licence == "+".join(sorted({sources.SOURCE_BY_ID[s].licence for s in task.sources}))
 
 
 def test_named_models_are_one_table():

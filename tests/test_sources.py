@@ -11,7 +11,7 @@ import pytest
 from shoptune.errors import ShoptuneError
 from shoptune.sources.matching import parse_offer, read_pairs
 from shoptune.sources.published import read_esci, read_m2, read_mave, read_reviews
-from shoptune.sources.shipped import load_raw
+from shoptune.sources.registry import load_raw
 from shoptune.sources.taxonomy import read_taxonomy
 from tests.helpers.published import ESCI, PRODUCTS, write_published
 

@@ -9,17 +9,21 @@ import pytest
 from shoptune.data.clean import Contamination
 from shoptune.evaluate.parsers import parse_response
 from shoptune.schema import TaskType, parse_example, read_examples
-from shoptune.sources.shipped import load_raw
-from shoptune.tasks.records import RawCorpus
-from shoptune.tasks.registry import Capability, all_subtasks
+from shoptune.sources.records import RawCorpus
+from shoptune.sources.registry import SOURCES, load_raw
+from shoptune.tasks.catalog import all_subtasks
+from shoptune.tasks.registry import Capability
 from shoptune.tasks.render import answer_text, option_labels
 from tests.helpers.published import raw_with_published
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTION_OR_CANDIDATE = re.compile(r"^\d+\. ", re.MULTILINE)
 SUBTASKS = all_subtasks()
-PUBLISHED_SOURCES = {"amazon-esci", "amazon-m2", "amazon-reviews-2023", "mave"}
-SHIPPED_SOURCES = {t.source for t in SUBTASKS.values()} - PUBLISHED_SOURCES
+SHIPPED = {source.id for source in SOURCES if source.ships}
+
+
+def shipped(task) -> bool:
+    return set(task.sources) <= SHIPPED
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +37,17 @@ def dev_leak(dev_set_path=ROOT / "data" / "shopbench" / "development.json") -> C
     return Contamination(read_examples(dev_set_path), n=13)
 
 
-def test_registry_covers_every_capability_and_task_type():
-    assert len(SUBTASKS) >= 16
+def test_registry_covers_every_capability_task_type_and_shopbench_language():
+    assert len(SUBTASKS) >= 34
     per_capability = Counter(t.capability for t in SUBTASKS.values())
-    assert set(per_capability) == set(Capability) and min(per_capability.values()) >= 3
+    assert set(per_capability) == set(Capability) and min(per_capability.values()) >= 6
     assert {t.task_type for t in SUBTASKS.values()} == set(TaskType)
+    multilingual = {lang for t in SUBTASKS.values() if t.capability is Capability.MULTILINGUAL for lang in t.languages}
+    assert {"de", "es", "fr", "it", "ja"} <= multilingual
+    # ... and with the data that ships: every capability, task type and one of those languages has data.
+    with_data = [t for t in SUBTASKS.values() if shipped(t)]
+    assert len(with_data) >= 30 and {t.task_type for t in with_data} == set(TaskType)
+    assert {"de", "es", "fr", "it", "ja"} <= {lang for t in with_data for lang in t.languages}
 
 
 @pytest.mark.parametrize("name", sorted(SUBTASKS))
@@ -45,7 +55,7 @@ def test_subtask_examples(name, corpus, dev_leak):
     task = SUBTASKS[name]
     assert len(set(task.templates)) >= 3
     # The published-format fixtures are small: their subtasks cannot yield 60 distinct examples.
-    n = 60 if task.source in SHIPPED_SOURCES else 4
+    n = 60 if shipped(task) else 4
     examples = task.build(corpus, n, seed=1)
     assert len(examples) == n
     assert task.build(corpus, n, seed=1) == examples, "same seed, same examples"
@@ -65,7 +75,7 @@ def test_subtask_examples(name, corpus, dev_leak):
         assert len({ex.input_field[:25] for ex in examples}) >= 2
 
 
-@pytest.mark.parametrize("name", sorted(n for n, t in SUBTASKS.items() if t.source in SHIPPED_SOURCES))
+@pytest.mark.parametrize("name", sorted(n for n, t in SUBTASKS.items() if shipped(t)))
 def test_answers_have_the_shape_their_task_type_is_scored_on(name, corpus):
     """What a model is taught to answer is what ShopBench scores best: MC one listed option (positions
     balanced), retrieval three distinct listed indices, ranking a full permutation, NER spans of the input,

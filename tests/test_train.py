@@ -15,8 +15,8 @@ from safetensors.torch import load_file
 
 from shoptune.hub import tiny_model_path
 from shoptune.schema import write_jsonl
-from shoptune.sources.shipped import load_raw
-from shoptune.tasks.registry import all_subtasks
+from shoptune.sources.registry import load_raw
+from shoptune.tasks.catalog import all_subtasks
 from shoptune.train.config import TrainConfig
 from shoptune.train.trainer import count_parameters, load_model, train
 

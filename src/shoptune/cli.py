@@ -29,7 +29,6 @@ from shoptune.errors import ShoptuneError
 from shoptune.evaluate.runner import EvalConfig
 from shoptune.evaluate.scoring import Scores
 from shoptune.serve import ServeLimits
-from shoptune.tasks.registry import Capability
 from shoptune.train.config import TrainConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -244,19 +243,49 @@ def eval_run(
 
 
 @tasks_app.command("list")
-def tasks_list() -> None:
-    """Every subtask: capability, ShopBench task type and metric, source."""
-    from shoptune.tasks.registry import all_subtasks
+def tasks_list(
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON list, one object per subtask")] = False,
+    raw_dir: Annotated[Path, typer.Option(help="raw data folder, to say which subtasks have data")] = Path("data/raw"),
+) -> None:
+    """Every subtask: capability, ShopBench task type and metric, languages, sources and their licences."""
+    import json
 
-    table = Table(title="shoptune subtasks")
-    table.add_column("capability", no_wrap=True)
-    table.add_column("subtask", no_wrap=True)
-    table.add_column("type", no_wrap=True)
-    table.add_column("metric", no_wrap=True)
-    table.add_column("built from")
-    order = list(Capability)
-    for task in sorted(all_subtasks().values(), key=lambda t: (order.index(t.capability), t.name)):
-        table.add_row(task.capability.short, task.name, task.task_type.value, task.metric.value, task.source)
+    from shoptune.sources.registry import present_sources
+    from shoptune.tasks.catalog import all_subtasks
+
+    present = present_sources(raw_dir) if raw_dir.is_dir() else set()
+    rows = [
+        {
+            "name": task.name,
+            "capability": task.capability.value,
+            "track": task.capability.track,
+            "task_type": task.task_type.value,
+            "metric": task.metric.value,
+            "languages": list(task.languages),
+            "sources": list(task.sources),
+            "licences": list(task.licences),
+            "has_data": set(task.sources) <= present,
+            "description": task.description,
+        }
+        for task in all_subtasks().values()
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    table = Table(title=f"shoptune subtasks ({sum(r['has_data'] for r in rows)} of {len(rows)} with data in {raw_dir})")
+    for column in ("capability", "subtask", "type", "metric", "languages", "sources", "licence", "data"):
+        table.add_column(column, no_wrap=column in ("capability", "subtask"))
+    for task, row in zip(all_subtasks().values(), rows, strict=True):
+        table.add_row(
+            task.capability.short,
+            row["name"],
+            row["task_type"],
+            row["metric"],
+            ",".join(row["languages"]),
+            ", ".join(row["sources"]),
+            task.licence,
+            "yes" if row["has_data"] else "no",
+        )
     Console().print(table)
 
 
@@ -273,7 +302,7 @@ def data_build(
     from shoptune.config import load_config
     from shoptune.data.build import build_mixture
     from shoptune.data.spec import MixtureSpec
-    from shoptune.tasks.registry import all_subtasks
+    from shoptune.tasks.catalog import all_subtasks
 
     settings = load_config(MixtureSpec, spec)
     info = build_mixture(settings, out, workers=workers, progress=progress)

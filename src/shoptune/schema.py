@@ -88,6 +88,7 @@ class Example(BaseModel):
     output_field: OutputField
     capability: str | None = None
     source: str | None = None
+    licence: str | None = None  # of the source data (ids of sources.registry.LICENCES, '+'-joined)
     id: str | None = None
     language: str | None = None
 
@@ -153,6 +154,7 @@ ARROW_COLUMNS = (
     "track",
     "capability",
     "source",
+    "licence",
     "language",
     "id",
 )

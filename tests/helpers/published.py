@@ -174,6 +174,6 @@ def raw_with_published(tmp: Path, shipped: Path) -> Path:
     """The shipped raw data (linked) plus every published format."""
     raw = tmp / "raw"
     raw.mkdir()
-    for name in ("google-taxonomy", "product-matching"):
-        (raw / name).symlink_to(shipped / name)
+    for folder in sorted(p for p in shipped.iterdir() if p.is_dir()):
+        (raw / folder.name).symlink_to(folder)
     return write_published(raw)

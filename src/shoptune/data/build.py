@@ -35,9 +35,10 @@ from shoptune.errors import ShoptuneError
 from shoptune.hub import tiny_model_path
 from shoptune.locks import waiting, writing
 from shoptune.schema import arrow_schema, atomic_write_text, folder_in_place, read_examples, read_utf8, to_table
-from shoptune.sources.shipped import file_hash, load_raw
-from shoptune.tasks.records import RawCorpus
-from shoptune.tasks.registry import all_subtasks
+from shoptune.sources.records import RawCorpus
+from shoptune.sources.registry import LICENCES, file_hash, load_raw, present_sources
+from shoptune.tasks.catalog import all_subtasks
+from shoptune.tasks.registry import Subtask
 
 SAMPLED_LENGTHS = 20_000  # prompts measured for the manifest's length statistics
 PARALLEL_FROM = 50_000  # examples asked for, from which worker processes pay for their start by default
@@ -82,7 +83,7 @@ class PartMaker:
             examples = task.build(self.corpus(), spec.size_of(name) + spec.validation_per_subtask, spec.seed)
         else:
             selected = {task.name for task in spec.selected()}
-            examples = [ex for ex in read_examples(Path(name)) if ex.task_name in selected]
+            examples = [ex for ex in read_examples(Path(name)) if ex.task_name in selected and spec.allows(ex.licence)]
         sources = self.corpus().sources if built else {}
         return Part(name, built, to_table(examples), fingerprint(examples, self.contamination()), sources)
 
@@ -104,9 +105,9 @@ def make_parts(spec: MixtureSpec, workers: int | None, progress: bool) -> list[P
     """Every subtask's part, then every extra file's, in that order whatever the number of workers (so
     the output does not depend on it); parts are made in parallel worker processes when there are many
     examples to make."""
-    units = [(task.name, True) for task in spec.selected()] + [(str(p), False) for p in spec.extra_examples]
+    units = [(task.name, True) for task in with_data(spec)] + [(str(p), False) for p in spec.extra_examples]
     if workers is None:
-        wanted = sum(spec.size_of(task.name) for task in spec.selected())
+        wanted = sum(spec.size_of(task.name) for task in with_data(spec))
         workers = min(available_cpus(), len(units)) if wanted >= PARALLEL_FROM else 1
     bar = tqdm(total=len(units), desc="building", unit="part", disable=not progress, file=sys.stderr)
     with bar:
@@ -128,6 +129,12 @@ def make_parts(spec: MixtureSpec, workers: int | None, progress: bool) -> list[P
                 "a worker process building the mixture died (out of memory, or a script that calls build_mixture "
                 "without an `if __name__ == '__main__':` guard); build in one process: workers=1 (--workers 1)"
             ) from exc
+
+
+def with_data(spec: MixtureSpec) -> list[Subtask]:
+    """The selected subtasks whose sources are all under the spec's raw folder (as each subtask declares)."""
+    present = present_sources(spec.raw_dir)
+    return [task for task in spec.selected() if set(task.sources) <= present]
 
 
 def available_cpus() -> int:
@@ -205,6 +212,12 @@ def manifest(
         "by_task_type": count("task_type"),
         "by_language": count("language"),
         "by_source": count("source"),
+        "by_licence": count("licence"),
+        "licences": {
+            ident: {"name": LICENCES[ident].name, "commercial_use": LICENCES[ident].commercial}
+            for ident in sorted({part for licence in count("licence") for part in licence.split("+")})
+            if ident in LICENCES
+        },
         "prompt_length": {
             "unit": unit,
             "measured": len(lengths),
@@ -214,7 +227,7 @@ def manifest(
             "max": lengths[-1] if lengths else 0,
         },
         "removed": removed,
-        "subtasks_without_data": sorted({t.name for t in spec.selected()} - set(count("task_name"))),
+        "subtasks_without_data": sorted({t.name for t in spec.selected()} - {t.name for t in with_data(spec)}),
         "inputs_sha256": inputs,
         "spec": json.loads(json.dumps(spec.model_dump(mode="json"))),
     }

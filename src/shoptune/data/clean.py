@@ -1,8 +1,10 @@
 """Exact and near-duplicate removal, and decontamination against evaluation sets.
 
-Everything runs on hashes held in numpy arrays, so a million examples are cleaned without a Python
-object per word or n-gram: each text's words are hashed once (`Tokens`), and any run of words — a
-shingle, an n-gram, a whole prompt — is a polynomial hash read off one prefix sum. The per-example
+A word is a run of word characters (regex `\\w`), after lower-casing; in scripts written without spaces
+(Japanese kana, CJK ideographs) every character is a word. Everything runs on hashes held in numpy
+arrays, so a million examples are cleaned without a Python object per word or n-gram: each text's words
+are hashed once (`Tokens`), and any run of words — a shingle, an n-gram, a whole prompt — is a
+polynomial hash read off one prefix sum. The per-example
 part (`fingerprint`) runs where examples are built, in parallel; only the order-dependent part
 (`dedupe`: which earlier prompt a later one repeats) runs once, over all of them.
 """
@@ -29,20 +31,31 @@ _BASE = 0x9E3779B97F4A7C15  # odd, so invertible modulo 2**64
 _BASE_INVERSE = pow(_BASE, -1, 2**64)
 
 
+# Scripts written without spaces between words: each of their characters is a word of its own, or a Japanese
+# sentence would be one "word" and two prompts that differ only in it would look alike.
+CJK_RANGES = ((0x3040, 0x30FF), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0xFF66, 0xFF9F))
+WORD, CJK = 1, 2
+
+
 @cache
 def _word_codepoints() -> np.ndarray:
-    """Per code point, whether it is a word character as regex \\w defines it (alphanumeric or "_")."""
-    table = np.fromiter((chr(c).isalnum() for c in range(0x110000)), dtype=bool, count=0x110000)
-    table[ord("_")] = True
+    """Per code point: WORD for a word character as regex \\w defines it (alphanumeric or "_"), CJK for a
+    character of a script without spaces (also a word character), else 0."""
+    table = np.fromiter((chr(c).isalnum() for c in range(0x110000)), dtype=np.uint8, count=0x110000)
+    table[ord("_")] = WORD
+    for low, high in CJK_RANGES:
+        table[low : high + 1] = CJK
     return table
 
 
-def _word_bytes(data: np.ndarray) -> np.ndarray:
-    """Per byte of UTF-8 text, whether it belongs to a word character: the code point of every multi-byte
-    sequence is decoded in bulk and looked up, and its continuation bytes take their lead byte's answer."""
+def _word_bytes(data: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per byte of UTF-8 text: whether it belongs to a word character, and whether it starts a word although the
+    byte before is a word byte too (a character of a script without spaces, or the first word character after
+    one). The code point of every multi-byte sequence is decoded in bulk and looked up, and its continuation
+    bytes take their lead byte's answer."""
     table = _word_codepoints()
     if not data.size or data.max() < 0x80:
-        return table[data]
+        return table[data] > 0, np.zeros(len(data), dtype=bool)
     is_start = (data < 0x80) | (data >= 0xC0)
     starts = np.flatnonzero(is_start)
     lead = data[starts].astype(np.int64)
@@ -51,7 +64,12 @@ def _word_bytes(data: np.ndarray) -> np.ndarray:
     for k in (1, 2, 3):
         more = size > k
         point[more] = (point[more] << 6) | (data[starts[more] + k] & 0x3F)
-    return table[point][np.cumsum(is_start) - 1]
+    kind = table[point]
+    after_cjk = np.zeros(len(kind), dtype=bool)
+    after_cjk[1:] = kind[:-1] == CJK
+    split = np.zeros(len(data), dtype=bool)
+    split[starts[(kind == CJK) | ((kind == WORD) & after_cjk)]] = True
+    return kind[np.cumsum(is_start) - 1] > 0, split
 
 
 def _mix(h: np.ndarray) -> np.ndarray:
@@ -93,8 +111,13 @@ class Tokens:
         data = np.frombuffer(b"\n".join(encoded), dtype=np.uint8)  # the newline is no word byte
         text_starts = np.zeros(len(encoded) + 1, dtype=np.int64)
         np.cumsum([len(e) + 1 for e in encoded], out=text_starts[1:])
-        edges = np.diff(_word_bytes(data).astype(np.int8), prepend=np.int8(0), append=np.int8(0))
-        starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+        word, split = _word_bytes(data)
+        edges = np.diff(word.astype(np.int8), prepend=np.int8(0), append=np.int8(0))
+        run_ends = np.flatnonzero(edges == -1)
+        # A word starts where a run of word bytes does, or where the run splits (scripts without spaces), and
+        # ends where the next one starts or its run ends, whichever comes first.
+        starts = np.flatnonzero((edges[:-1] == 1) | split)
+        ends = np.minimum(np.append(starts[1:], len(data)), run_ends[np.searchsorted(run_ends, starts, side="right")])
         flat = (
             _mix(cls(data.astype(np.uint64), text_starts).span(starts, ends))
             if len(starts)

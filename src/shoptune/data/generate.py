@@ -26,10 +26,11 @@ from shoptune.config import SPEC_RECORD, StrictConfig, dump_config, refuse_other
 from shoptune.errors import ShoptuneError
 from shoptune.locks import writing
 from shoptune.schema import Example, TaskType, atomic_write_text, parse_example, write_jsonl
-from shoptune.sources.shipped import load_raw
+from shoptune.sources.records import RawCorpus
+from shoptune.sources.registry import load_raw
 from shoptune.sources.teacher import Teacher, TeacherError
-from shoptune.tasks.records import RawCorpus
-from shoptune.tasks.registry import Subtask, all_subtasks
+from shoptune.tasks.catalog import all_subtasks
+from shoptune.tasks.registry import Subtask
 from shoptune.tasks.render import OPTION_LINE
 
 SYSTEM = (
@@ -103,10 +104,9 @@ def validate_reply(task: Subtask, text: str) -> Example:
     if not isinstance(obj, dict) or "input_field" not in obj or "output_field" not in obj:
         raise ValueError("missing input_field or output_field")
     try:
-        ex = task.example(obj["input_field"], obj["output_field"])
+        ex = parse_example(task.example(obj["input_field"], obj["output_field"]).__dict__)
     except (ShoptuneError, ValueError, TypeError) as exc:
         raise ValueError(f"schema: {str(exc)[:80]}") from None
-    parse_example(ex.to_json())
     prompt, answer = ex.input_field, ex.output_field
     if task.task_type is TaskType.MULTIPLE_CHOICE:
         labels = sorted(set(OPTION_LINE.findall(prompt)))

@@ -2,7 +2,7 @@
 
 The 96 ShopBench development questions cannot resolve a gain under about 0.1; this benchmark is large
 enough to. Its items come from raw data that training never reads (the matching sets' validation and
-test splits, held-out taxonomy subtrees: `sources.shipped.partition`), worded with each subtask's
+test splits, held-out taxonomy subtrees: `sources.partition`), worded with each subtask's
 reserved paraphrase, and every shipped mixture spec decontaminates against it as well. The same raw
 data and seed give the same file.
 """
@@ -17,8 +17,9 @@ from typing import Any
 from shoptune import __version__
 from shoptune.errors import ShoptuneError
 from shoptune.schema import Example, atomic_write_text, write_jsonl
-from shoptune.sources.shipped import HELDOUT_SUBTREES_PERCENT, MATCHING_SPLITS, load_raw
-from shoptune.tasks.registry import all_subtasks
+from shoptune.sources.partition import HELDOUT_PERCENT, HELDOUT_SUBTREES_PERCENT
+from shoptune.sources.registry import MATCHING_SPLITS, load_raw
+from shoptune.tasks.catalog import all_subtasks
 
 DEFAULT_PATH = Path("data/heldout/heldout.jsonl")
 PER_SUBTASK = 100
@@ -29,7 +30,8 @@ def build_heldout(raw_dir: Path, per_subtask: int = PER_SUBTASK, seed: int = 0) 
     corpus = load_raw(raw_dir, "heldout")
     examples: list[Example] = []
     for task in all_subtasks().values():
-        examples.extend(task.for_heldout().build(corpus, per_subtask, seed))
+        if set(task.sources) <= corpus.present:
+            examples.extend(task.for_heldout().build(corpus, per_subtask, seed))
     if not examples:
         raise ShoptuneError(f"{raw_dir}: the held-out part of the raw data yields no questions")
 
@@ -46,8 +48,17 @@ def build_heldout(raw_dir: Path, per_subtask: int = PER_SUBTASK, seed: int = 0) 
         "by_track": count("track"),
         "by_language": count("language"),
         "held_out_from": {
-            "product-matching": list(MATCHING_SPLITS["heldout"]),
-            "google-taxonomy": f"second-level subtrees whose path hash falls in {HELDOUT_SUBTREES_PERCENT}%",
+            "product-matching": f"the {' and '.join(MATCHING_SPLITS['heldout'])} splits",
+            "google-taxonomy, google-taxonomy-2015": (
+                f"second-level subtrees whose path hash falls in {HELDOUT_SUBTREES_PERCENT}% (ids aligned across "
+                "languages and versions)"
+            ),
+            "contextual-product-qa": (
+                "semiPQA testseen/testunseen and test_seen/test_unseen, hetPQA answer_generation test; hetPQA "
+                f"evidence_ranking and ePQA (dev only): questions whose id hash falls in {HELDOUT_PERCENT}%"
+            ),
+            "amazon-multilingual-counterfactual": "the *_test files",
+            "wands": f"product classes whose hash falls in {HELDOUT_PERCENT}%, with all their queries",
             "wording": "each subtask's last (reserved) instruction paraphrase",
         },
         "inputs_sha256": dict(sorted(corpus.sources.items())),

@@ -7,7 +7,9 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from shoptune.config import StrictConfig
-from shoptune.tasks.registry import Capability, Subtask, all_subtasks
+from shoptune.sources.registry import LICENCES
+from shoptune.tasks.catalog import all_subtasks
+from shoptune.tasks.registry import Capability, Subtask, licence_allows
 
 
 class NearDuplicates(StrictConfig):
@@ -41,6 +43,9 @@ class MixtureSpec(StrictConfig):
     decontaminate: list[Path] = Field(default_factory=list)  # evaluation sets no example may overlap
     ngram: int = Field(13, ge=3, le=50)
     near_duplicates: NearDuplicates | None = Field(default_factory=NearDuplicates)
+    # An allow-list of licence ids (`shoptune tasks list` shows each subtask's): subtasks with data under any
+    # other licence are left out, and so are extra examples that do not carry an allowed one. None: any licence.
+    licences: list[str] | None = None
 
     @model_validator(mode="after")
     def _known_subtasks(self) -> MixtureSpec:
@@ -54,13 +59,21 @@ class MixtureSpec(StrictConfig):
         outside = [n for n in self.subtasks or [] if known[n].capability not in self.capabilities]
         if outside:
             raise ValueError(f"subtasks {outside} belong to capabilities not selected")
+        unknown = sorted(set(self.licences or []) - set(LICENCES))
+        if unknown:
+            raise ValueError(f"unknown licence(s) {unknown}; expected ids among {sorted(LICENCES)}")
         return self
 
     def selected(self) -> list[Subtask]:
+        """The subtasks the spec asks for, within its licences."""
         chosen = [t for t in all_subtasks().values() if t.capability in self.capabilities]
         if self.subtasks is not None:
             chosen = [t for t in chosen if t.name in self.subtasks]
-        return chosen
+        return [t for t in chosen if self.allows(t.licence)]
+
+    def allows(self, licence: str | None) -> bool:
+        """Whether data under this licence may join the mixture (data without one only when any licence may)."""
+        return self.licences is None or (licence is not None and licence_allows(licence, self.licences))
 
     def size_of(self, subtask: str) -> int:
         return max(1, round(self.examples_per_subtask * self.weights.get(subtask, 1.0)))

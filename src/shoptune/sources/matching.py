@@ -8,7 +8,7 @@ from pathlib import Path
 
 from shoptune.errors import located
 from shoptune.schema import read_utf8
-from shoptune.tasks.records import Offer, OfferPair
+from shoptune.sources.records import Offer, OfferPair
 
 FIELD = re.compile(r"COL (\w+) VAL (.*?)(?= COL \w+ VAL |$)")
 # WDC titles are RDF literals: "text"@lang, sometimes several of them.

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from shoptune.errors import ShoptuneError, located
 from shoptune.schema import iter_jsonl
-from shoptune.tasks.records import AttributeMention, Offer, QueryJudgment, Review, Session
+from shoptune.sources.records import AttributeMention, Offer, QueryJudgment, Review, Session
 
 ESCI_LABELS = {"E", "S", "C", "I"}
 M2_ITEM = re.compile(r"'([^']+)'")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from shoptune.errors import located
 from shoptune.schema import read_utf8
-from shoptune.tasks.records import Category
+from shoptune.sources.records import Category
 
 
 def read_taxonomy(path: Path, language: str) -> list[Category]:

@@ -11,9 +11,18 @@ from __future__ import annotations
 import random
 
 from shoptune.schema import Example, Metric, TaskType
-from shoptune.tasks.concepts import category_question, offers_with
-from shoptune.tasks.records import Offer, OfferPair, RawCorpus
-from shoptune.tasks.registry import Capability, Subtask, distinct_sample, group_by, numbered, subtask
+from shoptune.sources.records import Offer, OfferPair, RawCorpus
+from shoptune.tasks.prompts import (
+    COUNTERFACTUAL_TEMPLATES,
+    category_question,
+    counterfactual,
+    distinct_sample,
+    group_by,
+    multiple_choice,
+    numbered,
+    offers_with,
+)
+from shoptune.tasks.registry import Capability, Subtask, subtask
 
 B = Capability.BEHAVIOR
 
@@ -39,13 +48,13 @@ RANKING_TEMPLATES = [
 
 
 @subtask(
-    "query_offer_ranking",
-    B,
-    TaskType.RANKING,
-    Metric.NDCG,
-    "product-matching (derived queries)",
-    "rank five offers by relevance to a shopper's query",
-    RANKING_TEMPLATES,
+    name="query_offer_ranking",
+    capability=B,
+    task_type=TaskType.RANKING,
+    metric=Metric.NDCG,
+    sources=("product-matching",),
+    description="rank five offers by relevance to a shopper's query",
+    templates=RANKING_TEMPLATES,
 )
 def query_offer_ranking(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
     pairs = matches(corpus)
@@ -101,13 +110,13 @@ def products(corpus: RawCorpus) -> list[list[Offer]]:
 
 
 @subtask(
-    "matching_offer_retrieval",
-    B,
-    TaskType.RETRIEVAL,
-    Metric.HIT_RATE_3,
-    "product-matching (offers grouped into products by their matching labels)",
-    "find the three other shops' offers of the product a shopper viewed, among ten",
-    [
+    name="matching_offer_retrieval",
+    capability=B,
+    task_type=TaskType.RETRIEVAL,
+    metric=Metric.HIT_RATE_3,
+    sources=("product-matching",),
+    description="find the three other shops' offers of the product a shopper viewed, among ten",
+    templates=[
         "Instructions: A shopper viewed the product below and wants it from another shop. Which three of the "
         "following offers are the same product? Answer with three candidate numbers, separated with comma.\n"
         "Viewed: {title}\n{candidates}\nOutput:",
@@ -134,13 +143,13 @@ def matching_offer_retrieval(task: Subtask, corpus: RawCorpus, rng: random.Rando
 
 
 @subtask(
-    "query_category_intent",
-    B,
-    TaskType.MULTIPLE_CHOICE,
-    Metric.ACCURACY,
-    "walmart-amazon (derived queries)",
-    "infer which department a shopper's query is aimed at",
-    [
+    name="query_category_intent",
+    capability=B,
+    task_type=TaskType.MULTIPLE_CHOICE,
+    metric=Metric.ACCURACY,
+    sources=("product-matching",),
+    description="infer which department a shopper's query is aimed at",
+    templates=[
         "A user searched for '{query}'. Which category are they most likely shopping in?",
         "Given the search query '{query}', which product category best matches the shopper's intent?",
         "Search query: {query}\nWhich category should the search engine show first?",
@@ -154,13 +163,13 @@ ESCI_GAIN = {"E": 1.0, "S": 0.1, "C": 0.01, "I": 0.0}
 
 
 @subtask(
-    "esci_query_ranking",
-    B,
-    TaskType.RANKING,
-    Metric.NDCG,
-    "amazon-esci",
-    "rank five products for a real search query by their ESCI relevance",
-    RANKING_TEMPLATES,
+    name="esci_query_ranking",
+    capability=B,
+    task_type=TaskType.RANKING,
+    metric=Metric.NDCG,
+    sources=("amazon-esci",),
+    description="rank five products for a real search query by their ESCI relevance",
+    templates=RANKING_TEMPLATES,
 )
 def esci_query_ranking(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
     def by_query(c: RawCorpus) -> list[list]:
@@ -178,13 +187,13 @@ def esci_query_ranking(task: Subtask, corpus: RawCorpus, rng: random.Random) -> 
 
 
 @subtask(
-    "session_next_product",
-    B,
-    TaskType.RETRIEVAL,
-    Metric.HIT_RATE_3,
-    "amazon-m2",
-    "predict the product a shopper engages with next, from the session so far",
-    [
+    name="session_next_product",
+    capability=B,
+    task_type=TaskType.RETRIEVAL,
+    metric=Metric.HIT_RATE_3,
+    sources=("amazon-m2",),
+    description="predict the product a shopper engages with next, from the session so far",
+    templates=[
         "Instructions: A user on an online shopping website has viewed the following products in order:\n"
         "{history}\nWhich of the candidates below is the user most likely to view next? Output three numbers, "
         "most likely first, separated with comma.\n{candidates}\nOutput:",
@@ -215,13 +224,13 @@ def session_next_product(task: Subtask, corpus: RawCorpus, rng: random.Random) -
 
 
 @subtask(
-    "review_rating",
-    B,
-    TaskType.MULTIPLE_CHOICE,
-    Metric.ACCURACY,
-    "amazon-reviews-2023",
-    "predict the star rating a reviewer gave from the review text",
-    [
+    name="review_rating",
+    capability=B,
+    task_type=TaskType.MULTIPLE_CHOICE,
+    metric=Metric.ACCURACY,
+    sources=("amazon-reviews-2023",),
+    description="predict the star rating a reviewer gave from the review text",
+    templates=[
         "Instructions: Given the review below, predict the rating the user gave, on a scale of 1 to 5.\n"
         "Review title: {title}\nReview: {text}\nOutput:\nAnswer: ",
         "What star rating (1 to 5) goes with this product review?\n{title}\n{text}\nAnswer: ",
@@ -233,3 +242,74 @@ def review_rating(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Examp
         return None
     review = rng.choice(corpus.reviews)
     return task.example(task.template(rng, title=review.title, text=review.text[:1000]), review.rating)
+
+
+@subtask(
+    name="query_product_class",
+    capability=B,
+    task_type=TaskType.MULTIPLE_CHOICE,
+    metric=Metric.ACCURACY,
+    sources=("wands",),
+    description="tell which product class a real shop search query is after (WANDS)",
+    templates=[
+        "A shopper searched a home-goods shop for '{query}'. Which kind of product are they looking for?",
+        "Search query: {query}\nWhich product class should the shop show first?",
+        "What is the intent of the search '{query}'? Pick the product class it targets.",
+    ],
+)
+def query_product_class(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
+    if not corpus.queries:
+        return None
+    item = rng.choice(corpus.queries)
+    classes = corpus.derived("query_classes", lambda c: sorted({q.product_class for q in c.queries}))
+    wrong = distinct_sample(rng, classes, 3, exclude=item.product_class)
+    if wrong is None:
+        return None
+    prompt, answer = multiple_choice(rng, task.template(rng, query=item.query), item.product_class, wrong)
+    return task.example(prompt, answer)
+
+
+@subtask(
+    name="class_query_retrieval",
+    capability=B,
+    task_type=TaskType.RETRIEVAL,
+    metric=Metric.HIT_RATE_3,
+    sources=("wands",),
+    description="find the three searches, of ten, that shoppers typed looking for a product class (WANDS)",
+    templates=[
+        "Instructions: Which three of the following search queries were typed by shoppers looking for "
+        "'{product_class}'? You should output three numbers, separated with comma.\n{candidates}\nOutput:",
+        "A shop sells '{product_class}'. Select the 3 searches below that should lead to it.\n{candidates}\n"
+        "Output (answer in three comma-separated numbers):",
+        "Instructions: Pick the three queries whose shoppers want '{product_class}'.\n{candidates}\nOutput:",
+    ],
+)
+def class_query_retrieval(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
+    by_class = corpus.derived("queries_by_class", lambda c: group_by(c.queries, lambda q: q.product_class))
+    classes = corpus.derived("classes_with_3", lambda c: sorted(k for k, v in by_class.items() if len(v) >= 3))
+    if not classes:
+        return None
+    product_class = rng.choice(classes)
+    right = [q.query for q in rng.sample(by_class[product_class], 3)]
+    others = [q.query for q in corpus.queries if q.product_class != product_class]
+    if len(set(right)) < 3 or len(others) < 7:
+        return None
+    candidates = right + rng.sample(others, 7)
+    if len(set(candidates)) < 10:
+        return None
+    rng.shuffle(candidates)
+    answer = sorted(candidates.index(r) + 1 for r in right)
+    return task.example(task.template(rng, product_class=product_class, candidates=numbered(candidates)), answer)
+
+
+@subtask(
+    name="review_counterfactual",
+    capability=B,
+    task_type=TaskType.MULTIPLE_CHOICE,
+    metric=Metric.ACCURACY,
+    sources=("amazon-multilingual-counterfactual",),
+    description="tell whether a review sentence reports what happened or what did not (AMCD, English)",
+    templates=COUNTERFACTUAL_TEMPLATES,
+)
+def review_counterfactual(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
+    return counterfactual(task, corpus, rng, ("en",))

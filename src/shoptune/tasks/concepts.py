@@ -5,17 +5,20 @@ from __future__ import annotations
 import random
 import re
 from collections import defaultdict
-from collections.abc import Callable
 
 from shoptune.schema import Example, Metric, TaskType
-from shoptune.tasks.records import Category, Offer, RawCorpus
-from shoptune.tasks.registry import Capability, Subtask, distinct_sample, multiple_choice, numbered, subtask
+from shoptune.sources.records import Category, RawCorpus
+from shoptune.tasks.prompts import (
+    category_question,
+    distinct_sample,
+    english,
+    multiple_choice,
+    numbered,
+    offers_with,
+)
+from shoptune.tasks.registry import Capability, Subtask, subtask
 
 C = Capability.CONCEPTS
-
-
-def english(corpus: RawCorpus) -> list[Category]:
-    return corpus.categories.get("en", [])
 
 
 def children_of(corpus: RawCorpus) -> dict[tuple[str, ...], list[Category]]:
@@ -28,18 +31,14 @@ def children_of(corpus: RawCorpus) -> dict[tuple[str, ...], list[Category]]:
     return corpus.derived("children_en", compute)
 
 
-def offers_with(corpus: RawCorpus, attribute: str) -> list[Offer]:
-    return corpus.derived(f"offers_with_{attribute}", lambda c: [o for o in c.offers() if getattr(o, attribute)])
-
-
 @subtask(
-    "category_explanation",
-    C,
-    TaskType.GENERATION,
-    Metric.SENT_TRANSFORMER,
-    "google-taxonomy",
-    "explain a product category from its place in the taxonomy (answer derived from the tree)",
-    [
+    name="category_explanation",
+    capability=C,
+    task_type=TaskType.GENERATION,
+    metric=Metric.SENT_TRANSFORMER,
+    sources=("google-taxonomy",),
+    description="explain a product category from its place in the taxonomy (answer derived from the tree)",
+    templates=[
         "Instructions: Explain the product category name\nInput: {name}\nOutput:",
         "Input: Explain the product type {name}\nOutput:",
         "Instructions: Tell me what this product category is about\nInput: {name}\nOutput:",
@@ -92,13 +91,13 @@ def explain(cat: Category, kids: list[str], siblings: list[str], rng: random.Ran
 
 
 @subtask(
-    "category_parent",
-    C,
-    TaskType.MULTIPLE_CHOICE,
-    Metric.ACCURACY,
-    "google-taxonomy",
-    "pick the direct parent of a category",
-    [
+    name="category_parent",
+    capability=C,
+    task_type=TaskType.MULTIPLE_CHOICE,
+    metric=Metric.ACCURACY,
+    sources=("google-taxonomy",),
+    description="pick the direct parent of a category",
+    templates=[
         "Which category is the direct parent of the product category '{name}'?",
         "In a product taxonomy, '{name}' is a subcategory of which of the following?",
         "A shop files '{name}' under a broader category. Which one is it?",
@@ -118,13 +117,13 @@ def category_parent(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Exa
 
 
 @subtask(
-    "offer_category",
-    C,
-    TaskType.MULTIPLE_CHOICE,
-    Metric.ACCURACY,
-    "walmart-amazon",
-    "pick the shop category of a product offer from its title",
-    [
+    name="offer_category",
+    capability=C,
+    task_type=TaskType.MULTIPLE_CHOICE,
+    metric=Metric.ACCURACY,
+    sources=("product-matching",),
+    description="pick the shop category of a product offer from its title",
+    templates=[
         "Which category does this product belong to?\nProduct: {title}",
         "A product is listed as '{title}'. In which category should it be listed?",
         "Classify the following product into one of the categories.\nProduct title: {title}",
@@ -134,30 +133,14 @@ def offer_category(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Exam
     return category_question(task, corpus, rng, lambda offer: {"title": offer.title})
 
 
-def category_question(
-    task: Subtask, corpus: RawCorpus, rng: random.Random, fields: Callable[[Offer], dict[str, str]]
-) -> Example | None:
-    """Which shop category an offer (or a query made from it) belongs to, against three other categories."""
-    offers = offers_with(corpus, "category")
-    if not offers:
-        return None
-    offer = rng.choice(offers)
-    pool = corpus.derived("offer_categories", lambda c: sorted({o.category for o in offers_with(c, "category")}))
-    wrong = distinct_sample(rng, pool, 3, exclude=offer.category)
-    if wrong is None:
-        return None
-    prompt, answer = multiple_choice(rng, task.template(rng, **fields(offer)), offer.category, wrong)
-    return task.example(prompt, answer)
-
-
 @subtask(
-    "brand_ner",
-    C,
-    TaskType.NER,
-    Metric.MICRO_F1,
-    "walmart-amazon+amazon-google",
-    "extract the brand named in an offer title",
-    [
+    name="brand_ner",
+    capability=C,
+    task_type=TaskType.NER,
+    metric=Metric.MICRO_F1,
+    sources=("product-matching",),
+    description="extract the brand named in an offer title",
+    templates=[
         "Instructions: Extract the brand name mentioned in the product title. If there are several, separate "
         "them with comma.\nInput: {title}\nOutput:",
         "Instructions: Find the entities of type 'brand' in the following product title.\nInput: {title}\nOutput:",
@@ -180,13 +163,13 @@ def brand_ner(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example |
 
 
 @subtask(
-    "model_number_extraction",
-    C,
-    TaskType.GENERATION,
-    Metric.ROUGE_L,
-    "walmart-amazon",
-    "extract the model number from an offer title",
-    [
+    name="model_number_extraction",
+    capability=C,
+    task_type=TaskType.GENERATION,
+    metric=Metric.ROUGE_L,
+    sources=("product-matching",),
+    description="extract the model number from an offer title",
+    templates=[
         "Instructions: Extract the model number of the product from its title.\nInput: {title}\nOutput:",
         "Input: {title}\nWhat is the model number in this product title?\nOutput:",
         "Instructions: Copy the manufacturer's model number that appears in the title below.\nInput: {title}\nOutput:",
@@ -203,13 +186,13 @@ def model_number_extraction(task: Subtask, corpus: RawCorpus, rng: random.Random
 
 
 @subtask(
-    "subcategory_retrieval",
-    C,
-    TaskType.RETRIEVAL,
-    Metric.HIT_RATE_3,
-    "google-taxonomy",
-    "find the three subcategories of a category among ten candidates",
-    [
+    name="subcategory_retrieval",
+    capability=C,
+    task_type=TaskType.RETRIEVAL,
+    metric=Metric.HIT_RATE_3,
+    sources=("google-taxonomy",),
+    description="find the three subcategories of a category among ten candidates",
+    templates=[
         "Instructions: Which three of the following categories are subcategories of '{name}'? You should output "
         "three numbers, separated with comma.\n{candidates}\nOutput:",
         "Given the product category '{name}', select the 3 categories below that belong directly under it.\n"
@@ -238,13 +221,13 @@ def subcategory_retrieval(task: Subtask, corpus: RawCorpus, rng: random.Random) 
 
 
 @subtask(
-    "attribute_value_extraction",
-    C,
-    TaskType.GENERATION,
-    Metric.ROUGE_L,
-    "mave",
-    "extract the value of a product attribute from product text",
-    [
+    name="attribute_value_extraction",
+    capability=C,
+    task_type=TaskType.GENERATION,
+    metric=Metric.ROUGE_L,
+    sources=("mave",),
+    description="extract the value of a product attribute from product text",
+    templates=[
         "Instructions: Extract the value of the attribute '{attribute}' from the product text.\n"
         "Category: {category}\nInput: {text}\nOutput:",
         "Input: {text}\nWhat is the {attribute} of this {category} product? Copy it from the text.\nOutput:",
@@ -257,3 +240,25 @@ def attribute_value_extraction(task: Subtask, corpus: RawCorpus, rng: random.Ran
     mention = rng.choice(corpus.attributes)
     prompt = task.template(rng, attribute=mention.attribute, category=mention.category, text=mention.text[:1200])
     return task.example(prompt, mention.values[0])
+
+
+@subtask(
+    name="attribute_to_sentence",
+    capability=C,
+    task_type=TaskType.GENERATION,
+    metric=Metric.ROUGE_L,
+    sources=("contextual-product-qa",),
+    description="state a product attribute as the sentence a shopper reads (semiPQA data-to-text, hand-written)",
+    templates=[
+        "Instructions: Write one sentence that states this product attribute for a shopper.\n"
+        "Attribute: {attribute}\nValue: {value}\nOutput:",
+        "Input: {attribute} = {value}\nTurn this product specification into a short, natural sentence.\nOutput:",
+        "Instructions: A product page lists the attribute below. Say it in one plain English sentence.\n"
+        "Input: {attribute}: {value}\nOutput:",
+    ],
+)
+def attribute_to_sentence(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Example | None:
+    if not corpus.attribute_sentences:
+        return None
+    item = rng.choice(corpus.attribute_sentences)
+    return task.example(task.template(rng, attribute=item.attribute, value=item.value), item.text)

@@ -1,8 +1,9 @@
-"""Capabilities and subtasks as first-class objects.
+"""Capabilities (one per ShopBench track) and subtasks as first-class objects.
 
-A subtask knows its capability, ShopBench task type and metric, the source it is built from, its
-instruction paraphrases, and a builder that turns raw records into examples. The capability modules
-register their subtasks here on import; `all_subtasks()` imports them all.
+A subtask knows its capability, ShopBench task type and metric, the raw sources it needs (ids of
+`sources.registry.SOURCES`, whose licences its examples carry), the languages it asks in, its instruction
+paraphrases, and a builder that turns raw records into examples. Capability modules register their subtasks
+here with `@subtask`; `tasks.catalog.all_subtasks()` imports them, so this module imports none of them.
 
 The last paraphrase of every subtask is reserved for the held-out benchmark (`shoptune data heldout`):
 training prompts never use it, so the benchmark also measures whether a skill survives a new wording.
@@ -12,15 +13,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib
 import random
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, TypeVar
+from functools import cached_property
+from typing import Any
 
+from shoptune.metrics import METRICS
 from shoptune.schema import Example, Metric, TaskType
-from shoptune.tasks.records import RawCorpus
+from shoptune.sources.records import RawCorpus
+from shoptune.sources.registry import SOURCE_BY_ID
 
 
 class Capability(StrEnum):
@@ -77,8 +80,6 @@ def track_order(track: str) -> tuple[int, str]:
     return (known.index(track) if track in known else len(known), track)
 
 
-T = TypeVar("T")
-K = TypeVar("K")
 Builder = Callable[["Subtask", RawCorpus, random.Random], "Example | None"]
 
 
@@ -88,19 +89,35 @@ class Subtask:
     capability: Capability
     task_type: TaskType
     metric: Metric
-    source: str
+    sources: tuple[str, ...]  # ids of the raw sources it needs, all of them
+    languages: tuple[str, ...]  # of its prompts and answers
     description: str
     templates: tuple[str, ...]  # the last one is reserved for the held-out benchmark
     draw: Builder  # one example from a random draw, or None when the draw does not fit
     heldout: bool = False  # draws use the reserved paraphrase instead of the training ones
 
+    @cached_property
+    def source(self) -> str:
+        return "+".join(self.sources)
+
+    @cached_property
+    def licences(self) -> tuple[str, ...]:
+        return tuple(sorted({SOURCE_BY_ID[s].licence for s in self.sources}))
+
+    @cached_property
+    def licence(self) -> str:
+        """What its examples carry: the licence of its source (several joined with '+')."""
+        return "+".join(self.licences)
+
     def for_heldout(self) -> Subtask:
         return dataclasses.replace(self, heldout=True)
 
     def example(self, prompt: str, answer: Any, language: str = "en") -> Example:
-        """A validated record; the id is a content hash so the same example is the same id everywhere."""
+        """A record of this subtask, not yet validated: `build` validates the draws it keeps, so a draw that repeats
+        an earlier prompt (most of them, once a small source is used up) costs no validation. The id is a content
+        hash, so the same example is the same id everywhere."""
         ident = hashlib.sha1(f"{self.name}\x00{prompt}".encode()).hexdigest()[:16]
-        return Example(
+        return Example.model_construct(
             input_field=prompt,
             output_field=answer,
             task_name=self.name,
@@ -110,6 +127,7 @@ class Subtask:
             track=self.capability.track,
             capability=self.capability.value,
             source=self.source,
+            licence=self.licence,
             id=ident,
             language=language,
         )
@@ -129,7 +147,7 @@ class Subtask:
             if ex is None or ex.input_field in seen:
                 misses += 1
                 continue
-            seen[ex.input_field] = ex
+            seen[ex.input_field] = Example.model_validate(ex.__dict__)
             misses = 0
         return list(seen.values())
 
@@ -138,63 +156,42 @@ _REGISTRY: dict[str, Subtask] = {}
 
 
 def subtask(
+    *,
     name: str,
     capability: Capability,
     task_type: TaskType,
     metric: Metric,
-    source: str,
+    sources: Sequence[str],
     description: str,
     templates: Sequence[str],
+    languages: Sequence[str] = ("en",),
 ) -> Callable[[Builder], Builder]:
     """Register a builder as a subtask; at least three paraphrased instructions keep prompts varied (two for
     training, the last for the held-out benchmark)."""
     if len(templates) < 3:
         raise ValueError(f"subtask {name}: give at least 3 instruction templates")
+    unknown = [s for s in sources if s not in SOURCE_BY_ID]
+    if unknown or not sources:
+        raise ValueError(f"subtask {name}: name its sources among {sorted(SOURCE_BY_ID)} (got {list(sources)})")
+    if METRICS[metric].task_type is not task_type:
+        raise ValueError(f"subtask {name}: metric {metric} does not score {task_type}")
 
     def register(draw: Builder) -> Builder:
         if name in _REGISTRY:
             raise ValueError(f"subtask {name} registered twice")
-        _REGISTRY[name] = Subtask(name, capability, task_type, metric, source, description, tuple(templates), draw)
+        _REGISTRY[name] = Subtask(
+            name, capability, task_type, metric, tuple(sources), tuple(languages), description, tuple(templates), draw
+        )
         return draw
 
     return register
 
 
-def all_subtasks() -> dict[str, Subtask]:
-    """Every registered subtask by name, in registration order. The capabilities' modules are imported by module
-    name, as they always were, so that order (and with it every mixture's bytes) stays what it was."""
-    for module in sorted(c.module for c in Capability):
-        importlib.import_module(module)
+def registered() -> dict[str, Subtask]:
+    """What has registered so far; `tasks.catalog.all_subtasks()` is every subtask."""
     return dict(_REGISTRY)
 
 
-def multiple_choice(rng: random.Random, question: str, correct: str, distractors: Sequence[str]) -> tuple[str, int]:
-    """ShopBench's MC layout: the question, one "i. option" line each, then "Answer: "."""
-    options = [correct, *distractors]
-    rng.shuffle(options)
-    lines = "\n".join(f"{i}. {option}" for i, option in enumerate(options))
-    return f"{question}\n{lines}\nAnswer: ", options.index(correct)
-
-
-def numbered(items: Sequence[str]) -> str:
-    """Candidates as ShopBench lists them for retrieval and ranking, numbered from 1."""
-    return "\n".join(f"{i}. {item}" for i, item in enumerate(items, start=1))
-
-
-def group_by(items: Iterable[T], key: Callable[[T], K]) -> dict[K, list[T]]:
-    groups: dict[K, list[T]] = {}
-    for item in items:
-        groups.setdefault(key(item), []).append(item)
-    return groups
-
-
-def distinct_sample(rng: random.Random, pool: Sequence[Any], k: int, exclude: Any) -> list[Any] | None:
-    """k distinct items of pool, none equal to exclude; None if the pool is too small."""
-    picks: list[Any] = []
-    for _ in range(k * 10):
-        item = rng.choice(pool)
-        if item != exclude and item not in picks:
-            picks.append(item)
-            if len(picks) == k:
-                return picks
-    return None
+def licence_allows(licence: str, allowed: Sequence[str]) -> bool:
+    """Whether every licence of an example ('+'-joined) is in the allow-list."""
+    return all(part in allowed for part in licence.split("+"))

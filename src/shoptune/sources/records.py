@@ -1,7 +1,7 @@
 """Source-neutral raw records that subtask builders consume.
 
-Source adapters (shoptune.sources) turn each public dataset's own format into these; builders never
-see a file format, so a new dataset needs an adapter, not new builders.
+Source readers (the modules beside this one) turn each public dataset's own format into these; builders
+never see a file format, so a new dataset needs a reader, not new builders.
 """
 
 from __future__ import annotations
@@ -92,18 +92,67 @@ class AttributeMention:
     values: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """A product question, one piece of evidence from the product page, and how well it answers it (contextual
+    product QA): `label` graded 0-2 (ePQA) or 0/1 (semiPQA, hetPQA), `answer` a written answer where one exists."""
+
+    question_id: str
+    question: str
+    evidence: str
+    kind: str  # attribute, review, cqa (community answer), description, bullet, ...
+    label: int | None
+    answer: str | None = None
+    title: str | None = None
+    dataset: str = ""
+
+
+@dataclass(frozen=True)
+class AttributeSentence:
+    """A product attribute and a hand-written sentence that states it (semiPQA data-to-text)."""
+
+    attribute: str
+    value: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ReviewSentence:
+    """One sentence of a product review and whether it is counterfactual (describes what did not happen)."""
+
+    text: str
+    counterfactual: bool
+    language: str
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    """A real shop search query and the product class it targets (WANDS)."""
+
+    id: str
+    query: str
+    product_class: str
+
+
 @dataclass
 class RawCorpus:
     """Everything the builders may draw on; a source that is absent is simply empty."""
 
     categories: dict[str, list[Category]] = field(default_factory=dict)  # language -> nodes
+    # One taxonomy version in six locales, ids aligned: a parallel corpus of category paths.
+    parallel_categories: dict[str, list[Category]] = field(default_factory=dict)
     pairs: list[OfferPair] = field(default_factory=list)
     judgments: list[QueryJudgment] = field(default_factory=list)
     sessions: list[Session] = field(default_factory=list)
     catalogue: dict[str, Offer] = field(default_factory=dict)  # product id -> offer, for sessions
     reviews: list[Review] = field(default_factory=list)
     attributes: list[AttributeMention] = field(default_factory=list)
-    sources: dict[str, str] = field(default_factory=dict)  # source name -> content hash
+    evidence: list[Evidence] = field(default_factory=list)
+    attribute_sentences: list[AttributeSentence] = field(default_factory=list)
+    review_sentences: list[ReviewSentence] = field(default_factory=list)
+    queries: list[SearchQuery] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)  # file, relative to the raw folder -> content hash
+    present: set[str] = field(default_factory=set)  # ids of the sources found (see sources.registry)
     _memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def derived(self, name: str, compute: Callable[[RawCorpus], T]) -> T:
