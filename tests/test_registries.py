@@ -59,7 +59,7 @@ class EchoBackend:
     def __init__(self, config: EvalConfig) -> None:
         self.config = config
 
-    def generate(self, prompts, max_new_tokens):
+    def generate(self, prompts, max_new_tokens, constrain=None):
         return ["echo"] * len(prompts)
 
     def choose(self, prompts):

@@ -263,6 +263,31 @@ def test_merge_gives_the_same_outputs(examples_file, tiny_model, tmp_path, run_c
         torch.testing.assert_close(merged(ids).logits, peft(ids).logits, rtol=1e-4, atol=1e-4)
 
 
+def test_merge_alpha_interpolates_between_the_base_and_the_tuned_weights(examples_file, tiny_model, tmp_path, run_cli):
+    from transformers import AutoModelForCausalLM
+
+    train(
+        config(examples_file, tiny_model, max_steps=4, lora={"rank": 4, "alpha": 32}), tmp_path / "run", progress=False
+    )
+    weights = {}
+    for alpha in ("0", "0.5", "1"):
+        code, _, err = run_cli(
+            "merge", tmp_path / "run" / "adapter", "--out", tmp_path / alpha, "--model", tiny_model, "--alpha", alpha
+        )
+        assert code == 0, err
+        weights[alpha] = AutoModelForCausalLM.from_pretrained(tmp_path / alpha).state_dict()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model).state_dict()
+    changed = [k for k in base if not torch.equal(base[k], weights["1"][k])]
+    assert changed  # LoRA moved the weights it targets
+    for key in base:
+        torch.testing.assert_close(weights["0"][key], base[key], rtol=0, atol=1e-6)
+        torch.testing.assert_close(weights["0.5"][key], (base[key] + weights["1"][key]) / 2, rtol=1e-5, atol=1e-6)
+    ids = torch.tensor([[5, 17, 42, 99, 3]])
+    with torch.no_grad():
+        plain = AutoModelForCausalLM.from_pretrained(tiny_model)(ids).logits
+        torch.testing.assert_close(AutoModelForCausalLM.from_pretrained(tmp_path / "0")(ids).logits, plain)
+
+
 def test_config_errors(run_cli, tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("lora:\n  rnak: 8\ndata: x.jsonl\n")

@@ -386,13 +386,16 @@ def merge_command(
     adapter: Annotated[Path, typer.Argument(help="a PEFT adapter folder (e.g. RUN/adapter)")],
     out: Annotated[Path, typer.Option(help="folder for the merged model")],
     model: Annotated[str | None, typer.Option(help="base model (default: smollm2-135m-instruct)")] = None,
+    alpha: Annotated[
+        float, typer.Option(help="0: the base weights, 1: the tuned ones; between: interpolated (wise-ft)")
+    ] = 1.0,
 ) -> None:
-    """Fold a LoRA adapter into its base model."""
+    """Fold a LoRA adapter into its base model, or blend the two (--alpha)."""
     from shoptune.hub import DEFAULT_MODEL
     from shoptune.train.trainer import merge
 
-    merge(model or DEFAULT_MODEL, adapter, out)
-    console.print(f"wrote merged model to {out}")
+    merge(model or DEFAULT_MODEL, adapter, out, alpha=alpha)
+    console.print(f"wrote merged model to {out}" + (f" (alpha {alpha:g})" if alpha != 1.0 else ""))
 
 
 @study_app.command("run")

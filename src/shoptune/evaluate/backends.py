@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from shoptune.errors import ShoptuneError
+from shoptune.evaluate.constraints import allowed_tokens
 from shoptune.hub import load_causal_lm, resolve_model_source, with_adapter
+from shoptune.schema import TaskType
 from shoptune.tasks.render import DIGITS, SHOPBENCH_SYSTEM_PROMPT, option_labels, render_prompt
 
 if TYPE_CHECKING:
@@ -24,8 +26,9 @@ if TYPE_CHECKING:
 
 
 class Backend(Protocol):
-    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
-        """Greedy continuations of ShopBench prompts (rendered by the backend)."""
+    def generate(self, prompts: Sequence[str], max_new_tokens: int, constrain: TaskType | None = None) -> list[str]:
+        """Greedy continuations of ShopBench prompts (rendered by the backend); with `constrain`, answers kept to
+        what that task type's parser reads in full (`evaluate.constraints`), where the backend can."""
         ...
 
     def choose(self, prompts: Sequence[str]) -> list[str]:
@@ -92,8 +95,14 @@ class HFBackend:
     def context_length(self) -> int | None:
         return getattr(self.model.config, "max_position_embeddings", None)
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
-        _, new_tokens = self._new_tokens([self.render(p) for p in prompts], max_new_tokens, 0.0)
+    def generate(self, prompts: Sequence[str], max_new_tokens: int, constrain: TaskType | None = None) -> list[str]:
+        texts = [self.render(p) for p in prompts]
+        if constrain is None:
+            _, new_tokens = self._new_tokens(texts, max_new_tokens, 0.0)
+        else:
+            enc = self.encode(texts, rendered=True)
+            rule = allowed_tokens(self.tokenizer, [constrain] * len(prompts), prompts, enc["input_ids"].shape[1])
+            _, new_tokens = self._new_tokens(texts, max_new_tokens, 0.0, prefix_allowed_tokens_fn=rule)
         return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
     def continue_texts(
@@ -130,16 +139,21 @@ class HFBackend:
         return enc, out[:, enc["input_ids"].shape[1] :]
 
     def choose(self, prompts: Sequence[str]) -> list[str]:
+        return [max(scores, key=scores.__getitem__) if scores else "" for scores in self.option_scores(prompts)]
+
+    def option_scores(self, prompts: Sequence[str]) -> list[dict[str, float]]:
+        """Per prompt, the log-probability of each listed option digit as the next token (normalised over them)."""
         enc = self.encode(prompts)
         # Positions must count real tokens only, as generate() does, or left padding shifts them.
         positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
         with self.torch.inference_mode():
             logits = self.model(**enc, position_ids=positions, logits_to_keep=1).logits[:, -1, :].float()
-        answers = []
+        out = []
         for row, prompt in zip(logits, prompts, strict=True):
-            scored = {d: row[self._digit_ids[d]].max().item() for d in option_labels(prompt) if self._digit_ids[d]}
-            answers.append(max(scored, key=scored.__getitem__) if scored else "")
-        return answers
+            labels = [d for d in option_labels(prompt) if self._digit_ids[d]]
+            raw = self.torch.stack([row[self._digit_ids[d]].max() for d in labels]) if labels else row[:0]
+            out.append(dict(zip(labels, self.torch.log_softmax(raw, dim=0).tolist(), strict=True)))
+        return out
 
     def describe(self) -> dict[str, Any]:
         return dict(self.info)
@@ -256,7 +270,7 @@ class OpenAIBackend:
         except openai.APIStatusError as exc:
             raise ShoptuneError(f"openai backend: the server answered {exc.status_code}: {exc.message}") from None
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+    def generate(self, prompts: Sequence[str], max_new_tokens: int, constrain: TaskType | None = None) -> list[str]:
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(lambda p: self._one(p, max_new_tokens), prompts))
 
@@ -309,7 +323,7 @@ class VLLMBackend:
         )
         return [o.outputs[0].text for o in outs]
 
-    def generate(self, prompts: Sequence[str], max_new_tokens: int) -> list[str]:
+    def generate(self, prompts: Sequence[str], max_new_tokens: int, constrain: TaskType | None = None) -> list[str]:
         params = self.SamplingParams(temperature=0.0, max_tokens=max_new_tokens)
         return self._run(prompts, [params] * len(prompts))
 
@@ -331,10 +345,13 @@ class VLLMBackend:
 class BackendEntry:
     make: Callable[[EvalConfig], Backend]
     help: str
+    token_level: bool = False  # sees next-token scores: constrained answers, debiased multiple choice
 
 
 BACKENDS: dict[str, BackendEntry] = {
-    "hf": BackendEntry(HFBackend.from_config, "transformers in-process; multiple choice by one forward pass"),
+    "hf": BackendEntry(
+        HFBackend.from_config, "transformers in-process; multiple choice by one forward pass", token_level=True
+    ),
     "openai": BackendEntry(OpenAIBackend.from_config, "any OpenAI-compatible server at base_url"),
     "vllm": BackendEntry(VLLMBackend.from_config, "vLLM in-process, on a GPU (pip install 'shoptune[vllm]')"),
 }

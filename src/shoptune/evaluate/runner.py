@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from tqdm import tqdm
 
 from shoptune.config import StrictConfig, dump_config
 from shoptune.errors import ShoptuneError
 from shoptune.evaluate.backends import BACKENDS, Backend
+from shoptune.evaluate.constraints import CONSTRAINED
+from shoptune.evaluate.debias import debiased, label_prior
 from shoptune.evaluate.predictions import Journal, read_journal, read_predictions, write_predictions
 from shoptune.evaluate.scoring import Scores, aggregate, render_markdown, score_questions
 from shoptune.hub import DEFAULT_MODEL
@@ -60,8 +62,18 @@ class EvalConfig(StrictConfig):
     batch_size: int | None = Field(
         None, ge=1, le=1024, description="questions per batch (default: 8 on a CPU, 32 on a GPU)"
     )
+    constrained: bool = Field(
+        False,
+        description="keep answers of structured task types to what their parser reads in full: a listed option, "
+        "three listed candidates, a permutation of them, spans of the input (hf backend)",
+    )
     mc_mode: Literal["logits", "generate"] = Field(
         "logits", description="multiple choice by one forward pass over the option digits, or generated and parsed"
+    )
+    mc_debias: bool = Field(
+        False,
+        description="take the model's preference for option labels out of multiple choice (prior estimated on "
+        "the first 32 questions, each with its options rotated through every label)",
     )
     max_new_tokens: dict[str, int] = Field(
         default_factory=lambda: dict(DEFAULT_MAX_NEW_TOKENS),
@@ -88,6 +100,16 @@ class EvalConfig(StrictConfig):
         if value not in BACKENDS:
             raise ValueError(f"unknown backend {value!r}; expected one of: {', '.join(BACKENDS)}")
         return value
+
+    @model_validator(mode="after")
+    def _token_level(self) -> EvalConfig:
+        wanted = [name for name, on in (("constrained answers", self.constrained), ("mc_debias", self.mc_debias)) if on]
+        if wanted and not BACKENDS[self.backend].token_level:
+            able = ", ".join(name for name, entry in BACKENDS.items() if entry.token_level)
+            raise ValueError(f"{' and '.join(wanted)} need a backend that sees token scores ({able})")
+        if self.mc_debias and self.mc_mode != "logits":
+            raise ValueError("mc_debias works on option scores: it needs mc_mode logits")
+        return self
 
     @field_validator("max_new_tokens")
     @classmethod
@@ -153,15 +175,22 @@ def answer(
     progress: bool = True,
 ) -> None:
     size = config.batch_size or default_batch_size()
+    prior = None
+    if config.mc_debias:  # from a fixed sample of the whole set, so a resumed run debiases alike
+        questions = [ex.input_field for ex in examples if ex.task_type is TaskType.MULTIPLE_CHOICE]
+        prior = label_prior(backend.option_scores, questions)  # type: ignore[attr-defined]
     bar = tqdm(total=len(pending), desc="answering", unit="q", disable=not progress, file=sys.stderr)
     for job in plan_jobs(examples, pending):
         for start in range(0, len(job.indices), size):
             batch = job.indices[start : start + size]
             prompts = [examples[i].input_field for i in batch]
-            if job.task_type is TaskType.MULTIPLE_CHOICE and config.mc_mode == "logits":
+            if job.task_type is TaskType.MULTIPLE_CHOICE and prior is not None:
+                responses = [debiased(scores, prior) for scores in backend.option_scores(prompts)]  # type: ignore[attr-defined]
+            elif job.task_type is TaskType.MULTIPLE_CHOICE and config.mc_mode == "logits":
                 responses = backend.choose(prompts)
             else:
-                responses = backend.generate(prompts, config.max_new_tokens[job.task_type.value])
+                constrain = job.task_type if config.constrained and job.task_type in CONSTRAINED else None
+                responses = backend.generate(prompts, config.max_new_tokens[job.task_type.value], constrain)
             on_batch(list(zip(batch, responses, strict=True)))
             bar.update(len(batch))
     bar.close()

@@ -396,16 +396,34 @@ def _has_checkpoint(out: Path) -> bool:
     return any((out / "checkpoints").glob("checkpoint-*")) if (out / "checkpoints").is_dir() else False
 
 
-def merge(base: str, adapter: Path, out: Path, allow_download: bool = False) -> Path:
-    """Fold a LoRA adapter into its base model, so it serves and quantises like any plain model. The model is
-    written under a temporary name and renamed, into a folder that must not exist yet (or be empty)."""
+def merge(base: str, adapter: Path, out: Path, allow_download: bool = False, alpha: float = 1.0) -> Path:
+    """Fold a LoRA adapter into its base model, so it serves and quantises like any plain model. With `alpha`,
+    the weights are interpolated between the base (0) and the tuned model (1), as in wise-ft: W = W_base +
+    alpha (W_tuned - W_base), exact for LoRA, whose tuned weights differ from the base by its scaled product.
+    The model is written under a temporary name and renamed, into a folder that must not exist yet (or be
+    empty)."""
     require_adapter(adapter)
     with writing(out):
         if out.exists() and not (out.is_dir() and not any(out.iterdir())):
             raise ShoptuneError(f"--out {out}: already exists; choose a new folder (a merge never writes into one)")
         model, tokenizer = load_causal_lm(base, allow_download)
-        merged = with_adapter(model, adapter, base).merge_and_unload()
+        tuned = with_adapter(model, adapter, base)
+        if alpha != 1.0:
+            interpolate(tuned, alpha)
+        merged = tuned.merge_and_unload()
         with folder_in_place(out) as tmp:  # replaces at most an empty folder: checked above
             merged.save_pretrained(str(tmp))
             tokenizer.save_pretrained(str(tmp))
     return out
+
+
+def interpolate(model: Any, alpha: float) -> None:
+    """Scale every LoRA update by alpha. DoRA also rescales each weight column by a learned magnitude, so its
+    weights do not move linearly with the update: refused rather than approximated."""
+    from peft.tuners.lora import LoraLayer
+
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    if any(m.use_dora.get(name) for m in layers for name in m.active_adapters):
+        raise ShoptuneError("--alpha interpolates LoRA adapters; this one is DoRA, whose weights do not blend linearly")
+    for layer in layers:
+        layer.scale_layer(alpha)

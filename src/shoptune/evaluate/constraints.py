@@ -1,0 +1,118 @@
+"""Constrained answers: for each structured task type, the answers ShopBench's parsers read in full, enforced
+token by token through transformers' `prefix_allowed_tokens_fn` (no grammar engine: each type's answer is a
+short list of numbers or of spans, checked by a small prefix test).
+
+- multiple choice: one of the listed option numbers;
+- retrieval: three distinct listed candidate numbers, comma-separated;
+- ranking: every listed candidate number once, comma-separated;
+- named entities: comma-separated text made only of the prompt's own tokens.
+
+Once an answer is complete only the end-of-sequence token is allowed, so generation stops there.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cache
+from typing import Any
+
+from shoptune.schema import TaskType
+from shoptune.tasks.render import option_labels
+
+NUMBERED = re.compile(r"^\s*(\d+)\.\s", re.MULTILINE)
+SEPARATOR = re.compile(r",\s?")
+NUMERIC_PIECE = re.compile(r"^[\d, ]+$")
+CONSTRAINED = (TaskType.MULTIPLE_CHOICE, TaskType.RETRIEVAL, TaskType.RANKING, TaskType.NER)
+
+
+@dataclass(frozen=True)
+class Numbers:
+    """A comma-separated list of `count` distinct numbers from `allowed` (a permutation when count is all)."""
+
+    allowed: frozenset[int]
+    count: int
+
+    def state(self, text: str) -> tuple[bool, bool]:
+        """(text begins some answer, text is a whole answer)."""
+        body = text[1:] if text.startswith(" ") else text  # one space may open the answer, no more
+        if body.startswith(" "):
+            return False, False
+        pieces = SEPARATOR.split(body)
+        *done, last = pieces
+        if len(pieces) > self.count or not all(p.isdigit() and not p.startswith("0") for p in done):
+            return False, False
+        numbers = [int(p) for p in done]
+        if len(set(numbers)) < len(numbers) or not set(numbers) <= self.allowed:
+            return False, False
+        if last == "":  # the start, or right after a separator
+            return True, False
+        if not last.isdigit() or last.startswith("0"):
+            return False, False
+        unused = self.allowed - set(numbers)
+        begins = any(str(n).startswith(last) for n in unused)
+        return begins, int(last) in unused and len(pieces) == self.count
+
+
+def numbers_for(task_type: TaskType, prompt: str) -> Numbers:
+    if task_type is TaskType.MULTIPLE_CHOICE:
+        return Numbers(frozenset(int(d) for d in option_labels(prompt)), 1)
+    listed = frozenset(int(n) for n in NUMBERED.findall(prompt))
+    if task_type is TaskType.RETRIEVAL:
+        return Numbers(listed, min(3, len(listed)))
+    return Numbers(listed, len(listed))
+
+
+@cache
+def _numeric_tokens(tokenizer: Any) -> tuple[tuple[int, str], ...]:
+    """(id, text) of every token made only of digits, commas and spaces: all a numeric answer can use."""
+    out = []
+    for token_id in range(len(tokenizer)):
+        piece = tokenizer.decode([token_id])
+        if piece and NUMERIC_PIECE.match(piece):
+            out.append((token_id, piece))
+    return tuple(out)
+
+
+def allowed_tokens(
+    tokenizer: Any, task_types: Sequence[TaskType | None], prompts: Sequence[str], width: int
+) -> Callable[[int, Any], list[int]]:
+    """`prefix_allowed_tokens_fn` for a left-padded batch `width` tokens wide: row i answers prompts[i] (the
+    question as written, before rendering) of task_types[i]; a type not constrained allows every token."""
+    eos = tokenizer.eos_token_id
+    numeric = _numeric_tokens(tokenizer)
+    every = list(range(len(tokenizer)))
+    rules: list[Numbers | list[int] | None] = []
+    for task_type, prompt in zip(task_types, prompts, strict=True):
+        if task_type is TaskType.NER:
+            rules.append(_span_tokens(tokenizer, prompt, {t for t, piece in numeric if piece.strip() == ","}))
+        elif task_type in CONSTRAINED:
+            rules.append(numbers_for(task_type, prompt))
+        else:
+            rules.append(None)
+
+    def allowed(row: int, input_ids: Any) -> list[int]:
+        rule = rules[row]
+        if rule is None:
+            return every
+        if isinstance(rule, list):
+            return rule
+        generated = input_ids[width:].tolist()
+        if eos in generated:
+            return [eos]
+        text = tokenizer.decode(generated, skip_special_tokens=True)
+        options = [t for t, piece in numeric if rule.state(text + piece)[0]]
+        return [*options, eos] if rule.state(text)[1] else options or [eos]
+
+    return allowed
+
+
+def _span_tokens(tokenizer: Any, prompt: str, separators: set[int]) -> list[int]:
+    """Tokens an entity copied from the prompt can be written with: the prompt's own, and each word's as it is
+    tokenised at the start of an answer (without the space before it), plus separators and the end."""
+    ids = set(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    for word in set(prompt.split()):
+        ids.update(tokenizer(word, add_special_tokens=False)["input_ids"])
+    ids -= set(tokenizer.all_special_ids)
+    return sorted(ids | separators | {tokenizer.eos_token_id})

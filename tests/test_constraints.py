@@ -1,0 +1,59 @@
+"""Constrained answers: whatever a model's weights, every structured answer parses in full."""
+
+import random
+
+import pytest
+
+from shoptune.evaluate.backends import HFBackend
+from shoptune.evaluate.constraints import Numbers, numbers_for
+from shoptune.evaluate.parsers import parse_response
+from shoptune.evaluate.runner import EvalConfig
+from shoptune.schema import TaskType, read_examples
+from shoptune.tasks.render import option_labels
+from tests.helpers.tiny_model import DEV_SET, build_tiny_model
+
+DEV = read_examples(DEV_SET)
+
+
+def test_a_numeric_answer_is_checked_prefix_by_prefix():
+    three_of_ten = Numbers(frozenset(range(1, 11)), 3)
+    assert three_of_ten.state("") == (True, False) and three_of_ten.state(" 3") == (True, False)
+    assert three_of_ten.state("1,2,3") == (True, True) and three_of_ten.state("1, 2, 10") == (True, True)
+    assert three_of_ten.state("1,1") == (True, False)  # the start of 1,10
+    for bad in ("1,2,3,", "11", "0", "1,1,", "2,2,3", "1 ", "a", "  ", "  1"):
+        assert not three_of_ten.state(bad)[0], bad
+    ranking = numbers_for(TaskType.RANKING, "Query: x\n1. a\n2. b\n3. c\n4. d\n5. e\nOutput:")
+    assert ranking == Numbers(frozenset({1, 2, 3, 4, 5}), 5)
+    assert numbers_for(TaskType.MULTIPLE_CHOICE, "Q\n0. a\n1. b\n2. c\nAnswer: ").allowed == {0, 1, 2}
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_every_constrained_answer_parses_whatever_the_weights(tmp_path, seed):
+    model = build_tiny_model(tmp_path / "m", seed=seed, digit_boost=random.Random(seed).choice([0.0, 3.0]))
+    backend = HFBackend(str(model), system_prompt=None)
+    for task_type in (TaskType.MULTIPLE_CHOICE, TaskType.RETRIEVAL, TaskType.RANKING, TaskType.NER):
+        examples = [ex for ex in DEV if ex.task_type is task_type][:6]
+        prompts = [ex.input_field for ex in examples]
+        answers = backend.generate(prompts, 24, constrain=task_type)
+        for prompt, answer in zip(prompts, answers, strict=True):
+            parsed = parse_response(answer, task_type)
+            if task_type is TaskType.MULTIPLE_CHOICE:
+                assert str(parsed) in option_labels(prompt), answer
+            elif task_type is TaskType.NER:  # written with the prompt's own tokens: its characters only
+                assert isinstance(parsed, list) and set(answer) <= set(prompt) | {",", " "}, answer
+            else:
+                rule = numbers_for(task_type, prompt)
+                assert len(parsed) == len(set(parsed)) == rule.count and set(parsed) <= rule.allowed, answer
+
+
+def test_constrained_answers_need_a_backend_that_can_constrain():
+    assert EvalConfig(constrained=True).constrained
+    with pytest.raises(ValueError, match="constrained answers need a backend that sees token scores"):
+        EvalConfig(constrained=True, backend="openai", base_url="http://x/v1")
+
+
+def test_debiasing_needs_option_scores():
+    with pytest.raises(ValueError, match="mc_debias need a backend that sees token scores"):
+        EvalConfig(mc_debias=True, backend="openai", base_url="http://x/v1")
+    with pytest.raises(ValueError, match="needs mc_mode logits"):
+        EvalConfig(mc_debias=True, mc_mode="generate")
