@@ -20,11 +20,16 @@ def test_a_numeric_answer_is_checked_prefix_by_prefix():
     assert three_of_ten.state("") == (True, False) and three_of_ten.state(" 3") == (True, False)
     assert three_of_ten.state("1,2,3") == (True, True) and three_of_ten.state("1, 2, 10") == (True, True)
     assert three_of_ten.state("1,1") == (True, False)  # the start of 1,10
-    for bad in ("1,2,3,", "11", "0", "1,1,", "2,2,3", "1 ", "a", "  ", "  1"):
+    for bad in ("1,2,3,", "11", "0", "01", "1,1,", "2,2,3", "1 ", "a", "  ", "  1"):
         assert not three_of_ten.state(bad)[0], bad
     ranking = numbers_for(TaskType.RANKING, "Query: x\n1. a\n2. b\n3. c\n4. d\n5. e\nOutput:")
     assert ranking == Numbers(frozenset({1, 2, 3, 4, 5}), 5)
-    assert numbers_for(TaskType.MULTIPLE_CHOICE, "Q\n0. a\n1. b\n2. c\nAnswer: ").allowed == {0, 1, 2}
+    choice = numbers_for(TaskType.MULTIPLE_CHOICE, "Q\n0. a\n1. b\n2. c\nAnswer: ")
+    assert choice.allowed == {0, 1, 2} and choice.state("0") == (True, True) and choice.state("2") == (True, True)
+    assert not choice.state("00")[0] and not choice.state("3")[0] and not choice.state("0,")[0]
+    # ShopBench also lists candidates without a space ("1.stability"); a decimal is no candidate.
+    aspects = numbers_for(TaskType.RETRIEVAL, "Aspect List:\n1.stability\n2.fit\n3.value\n4.lid\n5.5 kg bag\nOutput:")
+    assert aspects == Numbers(frozenset({1, 2, 3, 4}), 3)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

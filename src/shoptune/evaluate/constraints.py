@@ -21,7 +21,7 @@ from typing import Any
 from shoptune.schema import TaskType
 from shoptune.tasks.render import option_labels
 
-NUMBERED = re.compile(r"^\s*(\d+)\.\s", re.MULTILINE)
+NUMBERED = re.compile(r"^\s*(\d+)\.(?!\d)", re.MULTILINE)  # "1. item" and ShopBench's "1.item", not "1.5 kg"
 SEPARATOR = re.compile(r",\s?")
 NUMERIC_PIECE = re.compile(r"^[\d, ]+$")
 CONSTRAINED = (TaskType.MULTIPLE_CHOICE, TaskType.RETRIEVAL, TaskType.RANKING, TaskType.NER)
@@ -41,18 +41,23 @@ class Numbers:
             return False, False
         pieces = SEPARATOR.split(body)
         *done, last = pieces
-        if len(pieces) > self.count or not all(p.isdigit() and not p.startswith("0") for p in done):
+        if len(pieces) > self.count or not all(_number(p) for p in done):
             return False, False
         numbers = [int(p) for p in done]
         if len(set(numbers)) < len(numbers) or not set(numbers) <= self.allowed:
             return False, False
         if last == "":  # the start, or right after a separator
             return True, False
-        if not last.isdigit() or last.startswith("0"):
+        if not _number(last):
             return False, False
         unused = self.allowed - set(numbers)
         begins = any(str(n).startswith(last) for n in unused)
         return begins, int(last) in unused and len(pieces) == self.count
+
+
+def _number(text: str) -> bool:
+    """Digits without a leading zero ("0" itself is a number: multiple-choice options start there)."""
+    return text.isdigit() and (text == "0" or not text.startswith("0"))
 
 
 def numbers_for(task_type: TaskType, prompt: str) -> Numbers:
@@ -87,8 +92,8 @@ def allowed_tokens(
     for task_type, prompt in zip(task_types, prompts, strict=True):
         if task_type is TaskType.NER:
             rules.append(_span_tokens(tokenizer, prompt, {t for t, piece in numeric if piece.strip() == ","}))
-        elif task_type in CONSTRAINED:
-            rules.append(numbers_for(task_type, prompt))
+        elif task_type in CONSTRAINED and (numbers := numbers_for(task_type, prompt)).count:
+            rules.append(numbers)
         else:
             rules.append(None)
 
