@@ -1,1 +1,2 @@
-"""Readers of public e-commerce datasets, each turning one published format into tasks.records."""
+"""The raw data: its records, one reader per source, the table of sources with their licences, the held-out
+partition, and the teacher client."""
