@@ -163,6 +163,8 @@ def test_options_and_set_reach_the_config_as_overrides(tmp_path, run_cli, tiny_m
     assert code == 2 and "--set expects KEY=VALUE, got 'mc_mode'" in err
     code, _, err = run_cli(*args, "--out", tmp_path / "c", "--set", "nope=1")
     assert code == 2 and "setting 'nope': unknown setting" in err
+    code, _, err = run_cli(*args, "--out", tmp_path / "d", "--set", "max_new_tokens={generation: [")
+    assert code == 2 and "--set max_new_tokens: '{generation: [' is not a YAML value" in err
 
 
 def test_metric_functions_are_the_tables():

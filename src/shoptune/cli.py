@@ -86,7 +86,11 @@ def config_options(cls: type[BaseModel], only: Collection[str] | None = None) ->
             overrides: dict[str, Any] = {}
             for item in kwargs.pop("set_") or []:
                 key, value = _pair(item, "--set")
-                _put(overrides, tuple(key.split(".")), yaml.safe_load(value))
+                try:
+                    parsed = yaml.safe_load(value)
+                except yaml.YAMLError:
+                    raise ShoptuneError(f"--set {key}: {value!r} is not a YAML value") from None
+                _put(overrides, tuple(key.split(".")), parsed)
             for option in options:
                 value = kwargs.pop(option.param)
                 if value is not None:
