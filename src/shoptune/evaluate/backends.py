@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from shoptune.errors import ShoptuneError
@@ -97,12 +98,10 @@ class HFBackend:
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int, constrain: TaskType | None = None) -> list[str]:
         texts = [self.render(p) for p in prompts]
-        if constrain is None:
-            _, new_tokens = self._new_tokens(texts, max_new_tokens, 0.0)
-        else:
-            enc = self.encode(texts, rendered=True)
-            rule = allowed_tokens(self.tokenizer, [constrain] * len(prompts), prompts, enc["input_ids"].shape[1])
-            _, new_tokens = self._new_tokens(texts, max_new_tokens, 0.0, prefix_allowed_tokens_fn=rule)
+        rule = None
+        if constrain is not None:
+            rule = partial(allowed_tokens, self.tokenizer, [constrain] * len(prompts), prompts)
+        _, new_tokens = self._new_tokens(texts, max_new_tokens, 0.0, rule_for_width=rule)
         return self.tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
 
     def continue_texts(
@@ -119,11 +118,19 @@ class HFBackend:
         )
 
     def _new_tokens(
-        self, texts: Sequence[str], max_new_tokens: int, temperature: float, **generate: Any
+        self,
+        texts: Sequence[str],
+        max_new_tokens: int,
+        temperature: float,
+        rule_for_width: Callable[[int], Any] | None = None,
+        **generate: Any,
     ) -> tuple[Any, Any]:
         """The encoded batch and the generated token ids alone (greedy unless temperature > 0). The budget gives
-        way, not the prompt: at most what the context has left after the batch's longest prompt."""
+        way, not the prompt: at most what the context has left after the batch's longest prompt. `rule_for_width`
+        makes a `prefix_allowed_tokens_fn` from the encoded batch's width (constrained answers)."""
         enc = self.encode(texts, rendered=True)
+        if rule_for_width is not None:
+            generate["prefix_allowed_tokens_fn"] = rule_for_width(enc["input_ids"].shape[1])
         limit = self.context_length()
         if limit is not None:
             max_new_tokens = min(max_new_tokens, limit - int(enc["attention_mask"].sum(dim=1).max()))
