@@ -2,8 +2,11 @@
 
 The baseline does what the kit's baseline does, one question at a time: render the prompt, plain
 greedy `generate` (1 new token for multiple choice, 100 otherwise), parse. The engine is
-`shoptune eval run`'s answering loop (length-sorted left-padded batches, per-type token budgets, MC by
-one forward pass over the option digits). Both use the same loaded model and the same prompts.
+`shoptune eval run`'s answering loop (length-sorted batches cut where padding costs more than another
+run, the shared system-prompt prefix computed once, per-type token budgets, MC by one forward pass over
+the option digits). Both use the same loaded model and the same prompts. The limit printed beside them is
+the prompts' prefill at this machine's matmul peak, measured in the same run: 2 x parameters x prompt
+tokens FLOPs, however the engine gets there.
 
     python benchmarks/eval_throughput.py [--model NAME_OR_PATH] [--data FILE] [--batch-size N] [--json FILE]
 """
@@ -71,6 +74,25 @@ def random_llama(hidden: int, layers: int) -> str:
     return folder
 
 
+def matmul_peak(seconds: float = 1.0) -> float:
+    """The best fp32 matmul rate of this machine now, in FLOP/s: large square products and the shapes of a
+    transformer's projections, each repeated for about `seconds`, the fastest single product kept."""
+    best = 0.0
+    for m, k, n in ((2048, 2048, 2048), (4096, 4096, 4096), (4096, 576, 1536), (4096, 1536, 576)):
+        a, b = torch.randn(m, k), torch.randn(k, n)
+        a @ b
+        deadline = time.perf_counter() + seconds
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            a @ b
+            best = max(best, 2 * m * k * n / (time.perf_counter() - start))
+    return best
+
+
+def prompt_tokens(backend: HFBackend, prompts: list[str]) -> int:
+    return sum(len(row) for row in backend.tokenize([backend.render(p) for p in prompts]))
+
+
 def timed(fn, *args):
     start = time.perf_counter()
     result = fn(*args)
@@ -95,6 +117,15 @@ def main() -> None:
     n = len(examples)
     print(f"model {args.model}, {n} questions ({sum(is_mc)} multiple choice), torch threads {torch.get_num_threads()}")
 
+    tokens = prompt_tokens(backend, prompts)
+    parameters = sum(p.numel() for p in backend.model.parameters())
+    peak = matmul_peak()
+    limit = 2 * parameters * tokens / peak
+    print(
+        f"prompts: {tokens:,} tokens (chat template applied) = {2 * parameters * tokens / 1e12:.2f} TFLOP of prefill "
+        f"(2 x {parameters / 1e6:.1f}M parameters x tokens); matmul peak now {peak / 1e9:.0f} GFLOP/s; "
+        f"prefill limit {limit:.1f} s"
+    )
     engine_config = EvalConfig(model=args.model, batch_size=args.batch_size)
     engine, t_engine = timed(engine_answers, backend, examples, engine_config)
     base, t_base = timed(baseline_answers, backend, prompts, is_mc)
@@ -105,6 +136,7 @@ def main() -> None:
     print(f"shoptune engine (mc logits, default):      {n / t_engine:8.2f} questions/s  ({t_engine:.1f} s)")
     print(f"shoptune engine (--mc-mode generate):      {n / t_gen:8.2f} questions/s  ({t_gen:.1f} s)")
     print(f"speed-up, engine / baseline:               {t_base / t_engine:8.2f}x")
+    print(f"engine / prefill limit:                    {t_engine / limit:8.2f}x")
     print(f"speed-up, engine generate-mode / baseline: {t_base / t_gen:8.2f}x")
 
     mc = [i for i in range(n) if is_mc[i]]
@@ -126,6 +158,11 @@ def main() -> None:
             "engine_seconds": t_engine,
             "engine_generate_seconds": t_gen,
             "ratio": t_base / t_engine,
+            "limit_seconds": limit,
+            "engine_over_limit": t_engine / limit,
+            "prompt_tokens": tokens,
+            "parameters": parameters,
+            "peak_gflops": peak / 1e9,
             "ratio_generate": t_base / t_gen,
             "mc_identical_generate": [same_gen, len(mc)],
             "mc_identical_logits": [same_logits, len(valid)],

@@ -62,3 +62,36 @@ def test_debiasing_needs_option_scores():
         EvalConfig(mc_debias=True, backend="openai", base_url="http://x/v1")
     with pytest.raises(ValueError, match="needs mc_mode logits"):
         EvalConfig(mc_debias=True, mc_mode="generate")
+
+
+def test_the_task_type_is_told_from_the_prompt_where_the_harness_does_not_say_it():
+    from shoptune.evaluate.constraints import task_type_of
+
+    for path in (DEV_SET, DEV_SET.parents[1] / "heldout" / "heldout.jsonl"):
+        for ex in read_examples(path):
+            guessed = task_type_of(ex.input_field, ex.is_multiple_choice)
+            if ex.task_type in (TaskType.MULTIPLE_CHOICE, TaskType.RETRIEVAL, TaskType.RANKING):
+                assert guessed is ex.task_type, ex.input_field[-300:]
+            else:  # named entities and free text: left unconstrained
+                assert guessed is None, ex.input_field[-300:]
+
+
+def test_the_predictor_constrains_and_debiases_like_eval_run(tmp_path):
+    from shoptune.evaluate.predictor import ShopBenchPredictor
+
+    model = build_tiny_model(tmp_path / "m", seed=1, digit_boost=3.0)
+    plain = ShopBenchPredictor(str(model), batch_size=8, max_new_tokens=24, system_prompt=None)
+    constrained = ShopBenchPredictor(str(model), batch_size=8, max_new_tokens=24, system_prompt=None, constrained=True)
+    for task_type in (TaskType.RETRIEVAL, TaskType.RANKING):
+        prompts = [ex.input_field for ex in DEV if ex.task_type is task_type][:4]
+        answers = constrained.batch_predict({"prompt": prompts}, is_multiple_choice=False)
+        for prompt, answer in zip(prompts, answers, strict=True):
+            rule, parsed = numbers_for(task_type, prompt), parse_response(answer, task_type)
+            assert len(parsed) == len(set(parsed)) == rule.count and set(parsed) <= rule.allowed, answer
+    free = [ex.input_field for ex in DEV if ex.task_type is TaskType.GENERATION][:3]
+    assert constrained.batch_predict({"prompt": free}, False) == plain.batch_predict({"prompt": free}, False)
+    mc = [ex.input_field for ex in DEV if ex.is_multiple_choice][:8]
+    debiased = ShopBenchPredictor(str(model), batch_size=8, system_prompt=None, mc_debias=True)
+    answers = debiased.batch_predict({"prompt": mc}, is_multiple_choice=True)
+    assert debiased.prior and all(a in option_labels(p) for a, p in zip(answers, mc, strict=True))
+    assert debiased.batch_predict({"prompt": mc}, True) == answers  # the prior is estimated once

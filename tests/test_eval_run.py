@@ -157,3 +157,27 @@ def test_predictor_rejects_batch_sizes_the_kit_forbids(digit_model):
 
     with pytest.raises(ShoptuneError, match="1 to 16"):
         ShopBenchPredictor(str(digit_model), batch_size=32)
+
+
+def test_cut_batches_and_the_shared_prefix_give_the_answers_of_one_question_at_a_time(tiny_model, dev_set):
+    from shoptune.evaluate.backends import HFBackend
+
+    examples = read_examples(dev_set)
+    backend = HFBackend(str(tiny_model))
+    one_by_one = HFBackend(str(tiny_model))
+    one_by_one._with_prefix = lambda rows: (one_by_one._pad(rows), None)  # no cached prefix, no padding
+    one_by_one._runs = lambda rows, cost: [[i] for i in range(len(rows))]
+    rows = backend.tokenize([backend.render(ex.input_field) for ex in examples])
+    lengths = sorted((len(r) for r in rows), reverse=True)
+    runs = backend._runs(rows, 16)
+    assert sorted(i for run in runs for i in run) == list(range(len(rows))) and 1 < len(runs) < len(rows)
+    assert backend._runs(rows, 10**9) == [sorted(range(len(rows)), key=lambda i: -len(rows[i]))]
+    padded = sum(max(len(rows[i]) for i in run) * len(run) for run in runs)
+    assert padded < lengths[0] * len(rows)  # the cut saves padding
+    _, cache = backend._with_prefix(rows[:8])
+    assert cache is not None and cache.get_seq_length() >= 8  # the system prompt is shared
+    mc = [ex.input_field for ex in examples if ex.is_multiple_choice][:16]
+    for a, b in zip(backend.option_scores(mc), one_by_one.option_scores(mc), strict=True):
+        assert a.keys() == b.keys() and all(abs(a[k] - b[k]) < 1e-4 for k in a)
+    other = [ex.input_field for ex in examples if not ex.is_multiple_choice][:12]
+    assert backend.generate(other, 12) == one_by_one.generate(other, 12)

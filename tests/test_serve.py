@@ -14,6 +14,7 @@ import pytest
 
 from shoptune.evaluate.backends import HFBackend
 from shoptune.evaluate.runner import EvalConfig, run_eval
+from shoptune.schema import read_examples
 from shoptune.serve import ModelServer, ServeLimits, listen, make_app, run
 
 KEY = "test-key"
@@ -199,3 +200,46 @@ def test_eval_over_the_server_matches_the_model_in_process(served, tiny_model, d
     mine = [json.loads(line) for line in (tmp_path / "local" / "predictions.jsonl").read_text().splitlines()]
     same = sum(a["response"] == b["response"] for a, b in zip(read, mine, strict=True))
     assert same >= 22, f"only {same}/24 answers agree"
+
+
+def test_a_constrained_server_answers_what_the_parsers_read(tiny_model):
+    from shoptune.evaluate.constraints import numbers_for
+    from shoptune.evaluate.parsers import parse_response
+    from shoptune.schema import TaskType
+    from tests.helpers.tiny_model import DEV_SET
+
+    examples = read_examples(DEV_SET)
+    ranking = next(ex.input_field for ex in examples if ex.task_type is TaskType.RANKING)
+    mc = next(ex.input_field for ex in examples if ex.is_multiple_choice)
+    limits = ServeLimits(max_tokens=64)
+    with serving(tiny_model, limits) as url:  # the same model, unconstrained, for contrast
+        loose = client(url).completions.create(model="shop", prompt=ranking, max_tokens=24).choices[0].text
+    server = ModelServer(HFBackend(str(tiny_model), system_prompt=None), "shop", limits, constrained=True)
+    sock = listen("127.0.0.1", 0)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    loop = asyncio.new_event_loop()
+    stop = asyncio.Event()
+    thread = threading.Thread(target=lambda: loop.run_until_complete(run(make_app(server, KEY), sock, limits, stop)))
+    thread.start()
+    try:
+        api = client(url)
+        told = api.completions.create(model="shop", prompt=ranking, max_tokens=24).choices[0].text  # from the prompt
+        parsed = parse_response(told, TaskType.RANKING)
+        assert sorted(parsed) == sorted(numbers_for(TaskType.RANKING, ranking).allowed), (told, loose)
+        chat = api.chat.completions.create(
+            model="shop",
+            messages=[{"role": "user", "content": mc}],
+            max_tokens=5,
+            extra_body={"task_type": "multiple-choice"},
+        )
+        assert chat.choices[0].message.content.strip() in {
+            str(n) for n in numbers_for(TaskType.MULTIPLE_CHOICE, mc).allowed
+        }
+        status, body = raw(
+            url, "POST", "/completions", json.dumps({"model": "shop", "prompt": "x", "task_type": "poem"}).encode()
+        )
+        assert status == 400 and "task_type" in json.dumps(body)
+    finally:
+        loop.call_soon_threadsafe(stop.set)
+        thread.join(timeout=30)
+        server.scheduler.close()

@@ -35,7 +35,7 @@ def test_every_shipped_study_loads_and_scores_both_benchmarks(name):
     assert all(c.n_capabilities == 4 for c in cells if c.design == "all")
 
 
-def write_spec(tmp_path: Path, model: Path, designs: dict) -> Path:
+def write_spec(tmp_path: Path, model: Path, designs: dict, **extra) -> Path:
     mixtures = {}
     for name, body in {
         "one": "capabilities: [shopping_concept_understanding]\nsubtasks: [category_parent]",
@@ -62,6 +62,8 @@ def write_spec(tmp_path: Path, model: Path, designs: dict) -> Path:
         },
         "eval": {"sets": [str(ROOT / "data" / "shopbench" / "development.json")], "limit": 12},
     }
+    for key, value in extra.items():
+        spec[key] = {**spec[key], **value} if isinstance(value, dict) else value
     path = tmp_path / "study.yaml"
     path.write_text(json.dumps(spec))
     return path
@@ -130,7 +132,57 @@ def test_report_numbers_come_from_the_table(tiny_model, tmp_path, run_cli):
     assert code == 2 and "no finished cells" in err
 
 
-@pytest.mark.parametrize("bad", ["designs: {ablation: []}", "ranks: [0]\ndesigns: {}"])
+@pytest.mark.slow
+def test_capability_adapters_are_combined_and_every_variant_is_compared(tiny_model, tmp_path, run_cli):
+    spec = write_spec(
+        tmp_path,
+        tiny_model,
+        {"capability": ["two"], "adapters": ["one", "two"]},
+        combine=["linear", "ties"],
+        eval={"variants": {"constrained": {"constrained": True}, "half": {"alpha": 0.5}}},
+    )
+    cells = expand(load_study(spec))
+    combined = [c for c in cells if c.parts]
+    assert sorted(c.design for c in combined) == ["combined-linear", "combined-ties", "ensemble"]
+    parts = {c.key for c in cells if "adapters" in c.groups and not c.parts}
+    assert len(parts) == 2 and all(set(c.parts) == parts for c in combined)
+    code, _, err = run_cli("study", "run", spec, "--out", tmp_path / "s", "--no-progress")
+    assert code == 0, err
+    out = tmp_path / "s"
+    for cell in combined[:2]:
+        assert json.loads((out / "cells" / cell.key / "adapter" / "combined.json").read_text())["method"] in (
+            "linear",
+            "ties",
+        )
+    table = pd.read_csv(out / "results.csv")
+    sets = table.groupby("design").eval_set.agg(set)
+    assert sets["base"] == {"development", "development+constrained"}  # alpha needs an adapter
+    assert sets["ensemble"] == {"development", "development+constrained"}
+    assert sets["combined-ties"] == {"development", "development+constrained", "development+half"}
+    variants = json.loads((out / "variants.json").read_text())
+    assert {(v["variant"], v["who"].split()[0]) for v in variants} >= {("constrained", "base"), ("half", "two")}
+    for v in variants:
+        assert v["ci_low"] <= v["difference"] <= v["ci_high"] and 0 <= v["parse_with"] <= 1
+    adapters = json.loads((out / "adapters.json").read_text())
+    assert {a["design"] for a in adapters} == {"one", "two", "combined-linear", "combined-ties", "ensemble"}
+    assert all(a["reference"] == "two r4 s0" for a in adapters)
+    two = [a for a in adapters if a["design"] == "two"]  # the same training as the reference: no difference
+    assert two and all(a["difference"] == 0 for a in two)
+    report = (out / "report.md").read_text()
+    assert "## Evaluation variants" in report and "## Capability adapters" in report
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "designs: {ablation: []}",
+        "ranks: [0]\ndesigns: {}",
+        "designs: {}\ncombine: [svd]",
+        "designs: {}\neval: {variants: {x: {adapter: y}}}",
+        "designs: {}\neval: {variants: {x: {constrainde: true}}}",
+        "designs: {}\neval: {variants: {'a b': {}}}",
+    ],
+)
 def test_bad_study_specs(bad, tmp_path, run_cli):
     spec = tmp_path / "s.yaml"
     spec.write_text(f"name: x\n{bad}\n")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from shoptune.schema import write_jsonl
 from shoptune.sources.registry import load_raw
 from shoptune.tasks.catalog import all_subtasks
 from shoptune.train.config import TrainConfig
-from shoptune.train.trainer import count_parameters, load_model, train
+from shoptune.train.trainer import count_parameters, last_checkpoint, load_model, train
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -191,6 +192,21 @@ def test_kill_and_resume_reaches_the_uninterrupted_adapter(examples_file, tiny_m
     initial = get_peft_model_state_dict(load_model(TrainConfig(model=str(tiny_model), data=examples_file / "x"))[0])
     assert initial.keys() == whole.keys()
     assert not all(torch.equal(whole[k], initial[k]) for k in whole), "the adapter must have trained"
+
+
+def test_a_checkpoint_cut_short_by_a_kill_is_passed_over_on_resume(examples_file, tiny_model, tmp_path):
+    settings = {"max_steps": 8, "save_steps": 4, "batch_size": 4, "save_total_limit": 5}
+    whole = train(config(examples_file, tiny_model, **settings), tmp_path / "whole", progress=False)
+    run = tmp_path / "cut"
+    shutil.copytree(tmp_path / "whole" / "checkpoints", run / "checkpoints")
+    # A kill while checkpoint-8 was being written: its weights are there, its trainer state (written last) is not.
+    (run / "checkpoints" / "checkpoint-8" / "trainer_state.json").write_text('{"global_st')
+    assert last_checkpoint(run) == str(run / "checkpoints" / "checkpoint-4")
+    resumed = train(config(examples_file, tiny_model, **settings), run, progress=False)
+    assert resumed["steps"] == whole["steps"] == 8
+    one, two = adapter_tensors(tmp_path / "whole"), adapter_tensors(run)
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow

@@ -29,6 +29,7 @@ from shoptune.errors import ShoptuneError
 from shoptune.evaluate.runner import EvalConfig
 from shoptune.evaluate.scoring import Scores
 from shoptune.serve import ServeLimits
+from shoptune.train.combine import METHODS
 from shoptune.train.config import TrainConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -402,6 +403,23 @@ def merge_command(
     console.print(f"wrote merged model to {out}" + (f" (alpha {alpha:g})" if alpha != 1.0 else ""))
 
 
+@app.command("combine")
+def combine_command(
+    adapters: Annotated[list[Path], typer.Argument(help="two or more PEFT adapter folders of one base model")],
+    out: Annotated[Path, typer.Option(help="folder for the combined adapter")],
+    method: Annotated[str, typer.Option(help="; ".join(f"{k}: {v.help}" for k, v in METHODS.items()))] = "linear",
+    weight: Annotated[list[float] | None, typer.Option(help="one per adapter, in order (default: 1/n each)")] = None,
+    density: Annotated[float, typer.Option(help="ties and dare: the fraction of each update kept")] = 0.5,
+    model: Annotated[str | None, typer.Option(help="base model (default: smollm2-135m-instruct)")] = None,
+) -> None:
+    """Make one adapter of several (PEFT adapter arithmetic): capability adapters into one model."""
+    from shoptune.hub import DEFAULT_MODEL
+    from shoptune.train.combine import combine_adapters
+
+    combine_adapters(model or DEFAULT_MODEL, adapters, out, method=method, weights=weight, density=density)
+    console.print(f"wrote {method} combination of {len(adapters)} adapters to {out}")
+
+
 @study_app.command("run")
 def study_run(
     spec: Annotated[Path, typer.Argument(help="study spec YAML (see configs/studies/)")],
@@ -449,6 +467,13 @@ def serve_command(
         "127.0.0.1"
     ),
     port: Annotated[int, typer.Option(min=0, max=65535, help="port to listen on (0: any free port)")] = 8000,
+    constrained: Annotated[
+        bool,
+        typer.Option(
+            help="keep answers to what ShopBench's parsers read in full, for the task type a request names "
+            "(task_type, an extra body field) or its prompt shows (a numbered list to rank or to pick three from)"
+        ),
+    ] = False,
 ) -> None:
     """Serve a model (plus adapter) over an OpenAI-compatible API, streaming included. Set SHOPTUNE_API_KEY to
     require that key from clients (required with a --host beyond loopback)."""
@@ -469,7 +494,7 @@ def serve_command(
     sock = listen(host, port)
     path = model or DEFAULT_MODEL
     backend = HFBackend(path, adapter=adapter, system_prompt=None)
-    server = ModelServer(backend, name or Path(path.rstrip("/")).name, limits)
+    server = ModelServer(backend, name or Path(path.rstrip("/")).name, limits, constrained=constrained)
     bound = sock.getsockname()[1]
     key = "API key required" if api_key else f"no API key ({API_KEY_ENV} unset)"
     console.print(f"serving '{server.name}' at http://{host}:{bound}/v1, {key} (Ctrl-C stops)")

@@ -131,13 +131,13 @@ def load_causal_lm(model: str, allow_download: bool = False, **kwargs: Any) -> t
         raise ShoptuneError(f"model {model!r} could not be loaded: {_first_line(exc)}") from None
 
 
-def with_adapter(model: Any, adapter: str | Path, base: str) -> Any:
+def with_adapter(model: Any, adapter: str | Path, base: str, name: str = "default") -> Any:
     """`model` with a PEFT adapter applied; an adapter trained on another model is one clear error."""
     from peft import PeftModel
 
     require_adapter(adapter)
     try:
-        return PeftModel.from_pretrained(model, str(adapter))
+        return PeftModel.from_pretrained(model, str(adapter), adapter_name=name)
     except (RuntimeError, ValueError, KeyError, OSError) as exc:
         raise ShoptuneError(
             f"adapter {str(adapter)!r} does not fit model {base!r} (was it trained on another model?): "

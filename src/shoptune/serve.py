@@ -44,6 +44,8 @@ from starlette.exceptions import HTTPException
 from shoptune.config import StrictConfig
 from shoptune.errors import ShoptuneError
 from shoptune.evaluate.backends import HFBackend
+from shoptune.evaluate.constraints import CONSTRAINED, task_type_of
+from shoptune.schema import TaskType
 
 API_KEY_ENV = "SHOPTUNE_API_KEY"
 log = logging.getLogger("shoptune.serve")
@@ -88,6 +90,9 @@ class Common(BaseModel):
     temperature: float = Field(0.0, ge=0.0, le=2.0)
     n: Literal[1] = 1
     stream: bool = False
+    # shoptune's extension (an OpenAI client sends it with extra_body): the ShopBench task type the prompt asks
+    # for, which a server started with --constrained keeps the answer to; without it, told from the prompt.
+    task_type: TaskType | None = None
 
     def budget(self, limit: int) -> int:
         """Tokens to generate at most: as asked, or 256 (capped by the server's limit) when not asked."""
@@ -112,6 +117,7 @@ class Job:
     texts: list[str]
     max_tokens: int
     temperature: float
+    constrain: list[tuple[TaskType | None, str] | None] = field(default_factory=list)  # per text: type, question
     future: Future = field(default_factory=Future)
     streamer: Any = None
     cancelled: threading.Event = field(default_factory=threading.Event)
@@ -184,6 +190,9 @@ class Scheduler:
 
         chunk = job.texts[job.done : job.done + self.limits.batch]
         extra: dict[str, Any] = {"stopping_criteria": StoppingCriteriaList([Cancelled()])}
+        rules = job.constrain[job.done : job.done + self.limits.batch]
+        if any(rules):
+            extra["constrain"] = rules
         if job.streamer is not None:
             extra["streamer"] = job.streamer
         replies, prompt_tokens, new_tokens = self.backend.continue_texts(
@@ -196,8 +205,10 @@ class Scheduler:
 class ModelServer:
     """The request logic apart from HTTP: rendering, limits, and OpenAI's response shapes."""
 
-    def __init__(self, backend: HFBackend, name: str, limits: ServeLimits | None = None) -> None:
-        self.backend, self.name = backend, name
+    def __init__(
+        self, backend: HFBackend, name: str, limits: ServeLimits | None = None, constrained: bool = False
+    ) -> None:
+        self.backend, self.name, self.constrained = backend, name, constrained
         self.limits = limits or ServeLimits()
         self.scheduler = Scheduler(backend, self.limits)
         self.context = backend.context_length()
@@ -224,9 +235,15 @@ class ModelServer:
                 )
         return budget
 
-    def job(self, body: Common, texts: list[str], streamer: Any = None) -> Job:
+    def job(self, body: Common, texts: list[str], streamer: Any = None, questions: list[str] | None = None) -> Job:
+        """`questions`: what each text asks, as written (a chat's last user message), for constrained answers."""
         budget = self.check(body, texts)
-        return self.scheduler.submit(Job(texts, budget, body.temperature, streamer=streamer))
+        constrain: list[tuple[TaskType | None, str] | None] = []
+        if self.constrained:
+            for question in questions or texts:
+                kind = body.task_type or task_type_of(question, is_multiple_choice=False)
+                constrain.append((kind, question) if kind in CONSTRAINED else None)
+        return self.scheduler.submit(Job(texts, budget, body.temperature, constrain, streamer=streamer))
 
     def envelope(self, kind: str, choices: list[dict[str, Any]], answers: list[tuple[str, int, int]]) -> dict:
         prompt_tokens = sum(a[1] for a in answers)
@@ -291,9 +308,10 @@ def make_app(server: ModelServer, api_key: str | None = None) -> Any:
     @app.post("/v1/chat/completions", dependencies=[Depends(authorised)])
     async def chat(body: ChatRequest) -> Any:
         text = server.chat_text(body.messages)
+        question = [m.content for m in body.messages if m.role == "user"][-1:] or [""]
         if body.stream:
-            return _stream(server, body, text, "chat.completion.chunk")
-        answers = await asyncio.wrap_future(server.job(body, [text]).future)
+            return _stream(server, body, text, "chat.completion.chunk", question)
+        answers = await asyncio.wrap_future(server.job(body, [text], questions=question).future)
         reply, _, completion_tokens = answers[0]
         choice = {
             "index": 0,
@@ -322,12 +340,14 @@ def make_app(server: ModelServer, api_key: str | None = None) -> Any:
     return RequestGuard(app, server.limits.max_body_bytes, server.limits.read_timeout)
 
 
-def _stream(server: ModelServer, body: Common, text: str, kind: str) -> StreamingResponse:
+def _stream(
+    server: ModelServer, body: Common, text: str, kind: str, question: list[str] | None = None
+) -> StreamingResponse:
     """Server-sent events as OpenAI sends them: a chunk per piece of text, a last one with the finish reason."""
     from transformers import TextIteratorStreamer
 
     streamer = TextIteratorStreamer(server.backend.tokenizer, skip_prompt=True, skip_special_tokens=True)
-    job = server.job(body, [text], streamer=streamer)
+    job = server.job(body, [text], streamer=streamer, questions=question)
     ident, created = f"shoptune-{uuid.uuid4().hex[:12]}", int(time.time())
 
     def chunk(piece: str | None, finish: str | None) -> str:

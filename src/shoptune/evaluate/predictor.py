@@ -15,6 +15,8 @@ import os
 from typing import Any
 
 from shoptune.errors import ShoptuneError
+from shoptune.evaluate.constraints import CONSTRAINED, task_type_of
+from shoptune.evaluate.debias import debiased, label_prior
 from shoptune.evaluate.runner import EvalConfig, make_backend
 
 # The hidden test set carries only the prompt and the MC flag, so non-MC answers share one budget,
@@ -40,14 +42,29 @@ class ShopBenchPredictor:
         self.config = EvalConfig(batch_size=batch_size, **chosen)
         self.max_new_tokens = max_new_tokens
         self.backend = make_backend(self.config)
+        self.prior: dict[int, dict[str, float]] | None = None  # mc_debias: estimated on the first multiple-choice batch
 
     def get_batch_size(self) -> int:
         return self.config.batch_size
 
     def batch_predict(self, batch: dict[str, list[str]], is_multiple_choice: bool) -> list[str]:
         prompts = batch["prompt"]
-        if is_multiple_choice:
-            if self.config.mc_mode == "logits":
-                return self.backend.choose(prompts)
-            return self.backend.generate(prompts, self.config.max_new_tokens["multiple-choice"])
-        return self.backend.generate(prompts, self.max_new_tokens)
+        if is_multiple_choice and self.config.mc_debias:
+            if self.prior is None:  # the harness gives no sample up front: its first questions serve
+                self.prior = label_prior(self.backend.option_scores, prompts)  # type: ignore[attr-defined]
+            return [debiased(s, self.prior) for s in self.backend.option_scores(prompts)]  # type: ignore[attr-defined]
+        if is_multiple_choice and self.config.mc_mode == "logits":
+            return self.backend.choose(prompts)
+        budget = self.config.max_new_tokens["multiple-choice"] if is_multiple_choice else self.max_new_tokens
+        if not self.config.constrained:
+            return self.backend.generate(prompts, budget)
+        # Constrained: the harness says only whether a question is multiple choice; the rest are told apart by
+        # their prompts (constraints.task_type_of), each kind answered in its own call.
+        kinds = [task_type_of(p, is_multiple_choice) for p in prompts]
+        answers = [""] * len(prompts)
+        for kind in dict.fromkeys(kinds):
+            rows = [i for i, k in enumerate(kinds) if k is kind]
+            constrain = kind if kind in CONSTRAINED else None
+            for i, text in zip(rows, self.backend.generate([prompts[i] for i in rows], budget, constrain), strict=True):
+                answers[i] = text
+        return answers

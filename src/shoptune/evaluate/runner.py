@@ -52,6 +52,17 @@ class EvalConfig(StrictConfig):
 
     model: str = Field(DEFAULT_MODEL, description="model name, .gguf file, Hugging Face folder or hub id")
     adapter: str | None = Field(None, description="PEFT LoRA adapter folder to apply to the model")
+    alpha: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="weight interpolation (wise-ft): 0 the base model, 1 the tuned one (hf backend)",
+    )
+    ensemble: list[str] = Field(
+        default_factory=list,
+        description="adapter folders answering together: multiple choice by their mean option scores, the other task "
+        "types by their exact linear combination (hf backend)",
+    )
     backend: str = Field(
         "hf", description="where answers come from: " + "; ".join(f"{k}: {v.help}" for k, v in BACKENDS.items())
     )
@@ -107,6 +118,10 @@ class EvalConfig(StrictConfig):
         if wanted and not BACKENDS[self.backend].token_level:
             able = ", ".join(name for name, entry in BACKENDS.items() if entry.token_level)
             raise ValueError(f"{' and '.join(wanted)} need a backend that sees token scores ({able})")
+        if self.alpha != 1.0 and not self.adapter:
+            raise ValueError("alpha interpolates toward an adapter: give --adapter")
+        if self.ensemble and (self.adapter or len(self.ensemble) < 2):
+            raise ValueError("an ensemble is two or more adapters, given instead of --adapter")
         if self.mc_debias and self.mc_mode != "logits":
             raise ValueError("mc_debias works on option scores: it needs mc_mode logits")
         return self

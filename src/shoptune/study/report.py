@@ -16,13 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shoptune.evaluate.predictions import read_predictions
-from shoptune.evaluate.scoring import (
-    paired_overall_samples,
-    paired_samples,
-    score_questions,
-)
+from shoptune.evaluate.scoring import paired_overall_samples, paired_samples
 from shoptune.schema import atomic_write_text, read_examples
+from shoptune.study import compare
+from shoptune.study.compare import question_scores
 from shoptune.study.results import load_table
 from shoptune.study.runner import VALIDATION, eval_sets
 from shoptune.study.spec import StudySpec
@@ -126,11 +123,6 @@ def track_bars(table: pd.DataFrame, eval_set: str, path: Path) -> pd.DataFrame:
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return bars
-
-
-def question_scores(out: Path, cell: str, eval_set: str, examples: list) -> list:
-    answers = read_predictions(out / "cells" / cell / "eval" / eval_set / "predictions.jsonl", len(examples))
-    return score_questions(examples, [answers.get(i, "") for i in range(len(examples))])
 
 
 def against_base(out: Path, table: pd.DataFrame, sets: dict[str, Path], limit: int | None) -> list[dict[str, Any]]:
@@ -303,11 +295,22 @@ def write_report(out: Path) -> Path:
     base = table[(table.design == "base") & (table.level == "overall") & (table.eval_set == eval_set)]
     if not base.empty:
         lines += [f"Base model overall: {base.score.mean():.4f}", ""]
-    tuned_vs_base = against_base(out, table, sets, study.eval.limit)
+    with_variants = {
+        f"{name}{compare.VARIANT}{v}" if v else name: p for name, p in sets.items() for v in ["", *study.eval.variants]
+    }
+    tuned_vs_base = against_base(out, table, with_variants, study.eval.limit)
     if tuned_vs_base:
         plot_against_base(tuned_vs_base, out / "against_base.png")
         lines += against_base_lines(tuned_vs_base)
         atomic_write_text(out / "against_base.json", json.dumps(tuned_vs_base, indent=2) + "\n")
+    variant_rows = compare.variants(out, table, sets, study.eval.limit)
+    if variant_rows:
+        lines += compare.variant_lines(variant_rows)
+        atomic_write_text(out / "variants.json", json.dumps(variant_rows, indent=2) + "\n")
+    adapter_rows = compare.adapters(out, table, sets, study.eval.limit)
+    if adapter_rows:
+        lines += compare.adapter_lines(adapter_rows)
+        atomic_write_text(out / "adapters.json", json.dumps(adapter_rows, indent=2) + "\n")
     for group in AXES:
         if not table.groups.str.contains(group).any():
             continue

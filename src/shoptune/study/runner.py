@@ -7,6 +7,7 @@ checkpoint and its answer journal. Mixtures are built once per distinct spec und
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import sys
@@ -20,10 +21,12 @@ from tqdm import tqdm
 from shoptune.config import dump_config
 from shoptune.data.build import cached_mixture
 from shoptune.data.spec import MixtureSpec
+from shoptune.errors import ShoptuneError
 from shoptune.evaluate.runner import EvalConfig, run_eval
 from shoptune.locks import writing
 from shoptune.schema import atomic_write_text, from_row, read_examples, read_state, write_jsonl
 from shoptune.study.spec import Cell, StudySpec, expand
+from shoptune.train.combine import COMBINED, combine_adapters
 from shoptune.train.config import TrainConfig
 from shoptune.train.trainer import train
 
@@ -63,11 +66,30 @@ def mixture_for(cell: Cell, out: Path) -> Path:
     return folder
 
 
+def parts_adapters(cell: Cell, out: Path) -> list[str]:
+    """The adapters of a combination's parts, which ran first (an earlier phase, or earlier in the list)."""
+    missing = [key for key in cell.parts if not (out / "cells" / key / "result.json").is_file()]
+    if missing:
+        raise ShoptuneError(f"{cell.design}: part cell(s) {', '.join(missing)} did not finish; see their error.json")
+    return [str(out / "cells" / key / "train" / "adapter") for key in cell.parts]
+
+
 def run_cell(cell: Cell, study: StudySpec, out: Path, progress: bool) -> dict[str, Any]:
     folder = out / "cells" / cell.key
     sets = eval_sets(study, out)
-    adapter = None
-    if cell.mixture is not None:
+    adapter, ensemble = None, []
+    if cell.method == "ensemble":
+        ensemble = parts_adapters(cell, out)
+        summary = {}
+    elif cell.parts:
+        assert cell.method is not None
+        adapter = str(folder / "adapter")
+        if not (folder / "adapter" / COMBINED).is_file():
+            combine_adapters(
+                cell.model, parts_adapters(cell, out), folder / "adapter", cell.method, density=study.density
+            )
+        summary = {}
+    elif cell.mixture is not None:
         mixture = mixture_for(cell, out)
         settings = {
             **study.train,
@@ -84,9 +106,16 @@ def run_cell(cell: Cell, study: StudySpec, out: Path, progress: bool) -> dict[st
     else:
         summary = {}
     scores = {}
+    owned = {"model": cell.model, "adapter": adapter, "ensemble": ensemble}
+    variants = {"": {}, **study.eval.variants}
     for name, path in sets.items():
-        config = EvalConfig(model=cell.model, adapter=adapter, batch_size=study.eval.batch_size, limit=study.eval.limit)
-        scores[name] = run_eval(path, folder / "eval" / name, config, progress=progress).scores.to_json()
+        for variant, overrides in variants.items():
+            if "alpha" in overrides and adapter is None:
+                continue  # wise-ft moves between the base and one adapter
+            settings = {"batch_size": study.eval.batch_size, "limit": study.eval.limit, **overrides, **owned}
+            label = f"{name}+{variant}" if variant else name
+            result = run_eval(path, folder / "eval" / label, EvalConfig.model_validate(settings), progress=progress)
+            scores[label] = result.scores.to_json()
     cell_info = dict(cell.__dict__)
     if cell.mixture is not None:
         # What the data actually supported: subtasks whose source is absent contribute no examples.
@@ -132,14 +161,14 @@ def _run_local(todo: list[Cell], study: StudySpec, out: Path, bar: tqdm) -> list
     return statuses
 
 
-def _run_ray(todo: list[Cell], study: StudySpec, out: Path, bar: tqdm, address: str | None) -> list[str]:
+def _run_ray(todo: list[Cell], study: StudySpec, out: Path, bar: tqdm, address: str | None = None) -> list[str]:
     """One cell per GPU across a Ray cluster (one per CPU where there are no GPUs); the cluster's nodes
     must see DIR on a shared filesystem."""
+    if not todo:
+        return []
     try:
         import ray
     except ImportError:
-        from shoptune.errors import ShoptuneError
-
         raise ShoptuneError("the ray executor needs Ray: pip install 'shoptune[ray]'") from None
     started = not ray.is_initialized()
     if started:
@@ -172,8 +201,11 @@ def run_study(
         bar = tqdm(
             total=len(cells), initial=len(done), desc="study cells", unit="cell", file=sys.stderr, disable=not progress
         )
-        ray = executor == "ray"
-        statuses = _run_ray(todo, study, out, bar, address) if ray else _run_local(todo, study, out, bar)
+        run = functools.partial(_run_ray, address=address) if executor == "ray" else _run_local
+        # Combinations need their parts' adapters: they run in a second phase.
+        statuses = [
+            s for phase in (False, True) for s in run([c for c in todo if bool(c.parts) is phase], study, out, bar)
+        ]
         bar.close()
         from shoptune.study.results import write_table
 

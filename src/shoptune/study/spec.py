@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -19,10 +20,15 @@ from shoptune import __version__
 from shoptune.config import StrictConfig, load_config, rebase
 from shoptune.data.spec import SAFE_NAME, MixtureSpec
 from shoptune.errors import ShoptuneError
+from shoptune.evaluate.runner import EvalConfig
 from shoptune.hub import DEFAULT_MODEL
+from shoptune.train.combine import METHODS
 from shoptune.train.config import TrainConfig
 
-GROUPS = ("capability", "task")  # the paper's two ablation axes
+# The paper's two ablation axes, and capability adapters: one LoRA per listed mixture, then the adapters
+# combined into one (each method in `combine`) and, with `ensemble`, answering together.
+GROUPS = ("capability", "task", "adapters")
+CELL_OWNED = ("model", "adapter", "ensemble")  # decided by the cell, not by an evaluation variant
 
 
 class EvalSettings(StrictConfig):
@@ -38,6 +44,10 @@ class EvalSettings(StrictConfig):
     per_task: int | None = Field(None, ge=1)
     batch_size: int | None = None
     limit: int | None = None
+    # Named evaluation settings (EvalConfig's: constrained, mc_debias, alpha, ...) under which every cell is also
+    # scored; the scores of set S under variant V are named "S+V". A variant that sets alpha runs only on cells
+    # with one adapter.
+    variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
 
 class StudySpec(StrictConfig):
@@ -50,6 +60,9 @@ class StudySpec(StrictConfig):
     train: dict[str, Any] = Field(default_factory=dict)  # TrainConfig settings for every cell
     eval: EvalSettings = Field(default_factory=EvalSettings)
     include_base: bool = True  # score each base model untrained, as the reference
+    combine: list[str] = Field(default_factory=lambda: ["linear"])  # adapters design: `shoptune combine` methods
+    density: float = Field(0.5, gt=0, le=1)  # ties and dare: the fraction of each update kept
+    ensemble: bool = True  # adapters design: also score the adapters answering together
 
     def model_path(self, model: str) -> str:
         return DEFAULT_MODEL if model == "default" else model
@@ -67,9 +80,11 @@ class Cell:
     seed: int
     n_capabilities: int  # as selected by the spec; the result records what the data supported
     n_subtasks: int
+    parts: tuple[str, ...] = ()  # a combination or ensemble of these cells' adapters
+    method: str | None = None  # how the parts answer: a `combine` method, or "ensemble"
 
     def describe(self) -> str:
-        what = "base model" if self.mixture is None else f"{self.design} r{self.rank} s{self.seed}"
+        what = "base model" if self.design == "base" else f"{self.design} r{self.rank} s{self.seed}"
         return f"{Path(self.model).name}: {what}"
 
 
@@ -85,6 +100,19 @@ def load_study(path: Path) -> StudySpec:
     unknown = sorted(set(study.designs) - set(GROUPS))
     if unknown:
         raise ShoptuneError(f"{path}: unknown design group(s) {unknown}; expected {list(GROUPS)}")
+    for method in study.combine:
+        if method not in METHODS:
+            raise ShoptuneError(f"{path}: combine: unknown method {method!r}; expected one of {list(METHODS)}")
+    for name, overrides in study.eval.variants.items():
+        if not re.fullmatch(SAFE_NAME, name):
+            raise ShoptuneError(f"{path}: eval.variants: {name!r} is not a plain name (letters, digits, - and _)")
+        owned = sorted(set(overrides) & set(CELL_OWNED))
+        if owned:
+            raise ShoptuneError(f"{path}: eval.variants.{name}: {', '.join(owned)} belong to the cell, not a variant")
+        try:
+            load_config(EvalConfig, None, {**overrides, "adapter": "checked"})
+        except ShoptuneError as exc:
+            raise ShoptuneError(f"{path}: eval.variants.{name}: {str(exc).removeprefix('command line: ')}") from None
     missing = [str(p) for p in study.eval.sets if not p.is_file()]
     if missing:
         raise ShoptuneError(f"{path}: evaluation set(s) not found: {', '.join(missing)}")
@@ -142,4 +170,38 @@ def expand(study: StudySpec) -> list[Cell]:
                             len({t.capability for t in subtasks}),
                             len(subtasks),
                         )
+        if "adapters" in study.designs:
+            cells.update(_combinations(study, path, [c for c in cells.values() if "adapters" in c.groups]))
     return list(cells.values())
+
+
+def _combinations(study: StudySpec, model: str, adapters: list[Cell]) -> dict[str, Cell]:
+    """Per (rank, seed), the adapters design's cells made one: each `combine` method, and the ensemble."""
+    out: dict[str, Cell] = {}
+    methods = [*study.combine, *(["ensemble"] if study.ensemble else [])]
+    for rank in study.ranks:
+        for seed in study.seeds:
+            parts = [c for c in adapters if c.model == model and c.rank == rank and c.seed == seed]
+            if len(parts) < 2:
+                continue
+            keys = tuple(c.key for c in parts)
+            for method in methods:
+                density = study.density if method in METHODS and METHODS[method].density else None
+                eval_part = study.eval.model_dump(mode="json")
+                key = _key({"model": model, "parts": keys, "method": method, "density": density, "eval": eval_part})
+                design = "ensemble" if method == "ensemble" else f"combined-{method}"
+                out[key] = Cell(
+                    key,
+                    model,
+                    design,
+                    ("adapters",),
+                    len(parts) + 1,
+                    None,
+                    rank,
+                    seed,
+                    sum(c.n_capabilities for c in parts),
+                    sum(c.n_subtasks for c in parts),
+                    parts=keys,
+                    method=method,
+                )
+    return out

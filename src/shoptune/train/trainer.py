@@ -349,8 +349,9 @@ def _train(config: TrainConfig, out: Path, record: dict[str, Any], *, resume: bo
     )
     if not progress:
         trainer.remove_callback(PrinterCallback)  # quiet means quiet: no per-step dicts on stdout
-    initial_eval = trainer.evaluate()["eval_loss"] if eval_set is not None and not _has_checkpoint(out) else None
-    result = trainer.train(resume_from_checkpoint=resume and _has_checkpoint(out))
+    checkpoint = last_checkpoint(out) if resume else None
+    initial_eval = trainer.evaluate()["eval_loss"] if eval_set is not None and last_checkpoint(out) is None else None
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     final_eval = final_eval_loss(trainer) if eval_set is not None else None
     if trainer.is_world_process_zero():
         model.config.use_cache = True  # saved models generate with a KV cache again
@@ -392,8 +393,20 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
-def _has_checkpoint(out: Path) -> bool:
-    return any((out / "checkpoints").glob("checkpoint-*")) if (out / "checkpoints").is_dir() else False
+def last_checkpoint(out: Path) -> str | None:
+    """The newest checkpoint written to the end. transformers writes trainer_state.json last, so a run killed while
+    saving leaves a newer folder without a readable one, which its own resume would pick and fail on; it is passed
+    over (and written again when training reaches that step)."""
+    complete = []
+    for folder in (out / "checkpoints").glob("checkpoint-*"):
+        step = folder.name.removeprefix("checkpoint-")
+        try:
+            json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if step.isdigit():
+            complete.append((int(step), folder))
+    return str(max(complete)[1]) if complete else None
 
 
 def merge(base: str, adapter: Path, out: Path, allow_download: bool = False, alpha: float = 1.0) -> Path:
