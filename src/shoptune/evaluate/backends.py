@@ -266,12 +266,14 @@ class HFBackend:
             enc, cache = self._with_prefix([rows[i] for i in run])
             # Positions must count real tokens only, as generate() does, or padding shifts them.
             positions = (enc["attention_mask"].cumsum(-1) - 1).clamp(min=0)
-            inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"], "position_ids": positions}
+            seen = 0 if cache is None else cache.get_seq_length()  # the cached prefix is not run again
+            inputs = {
+                "input_ids": enc["input_ids"][:, seen:],
+                "position_ids": positions[:, seen:],
+                "attention_mask": enc["attention_mask"],
+            }
             if cache is not None:
-                seen = cache.get_seq_length()
-                inputs = {"input_ids": enc["input_ids"][:, seen:], "position_ids": positions[:, seen:]}
                 inputs[self._cache_arg] = cache
-                inputs["attention_mask"] = enc["attention_mask"]
             with self.torch.inference_mode():
                 logits = self.model(**inputs, logits_to_keep=1).logits[:, -1, :].float()
             for i, row in zip(run, logits, strict=True):

@@ -14,8 +14,7 @@ from shoptune.evaluate.constraints import well_formed
 from shoptune.evaluate.predictions import read_predictions
 from shoptune.evaluate.scoring import QuestionScore, paired_overall_samples, score_questions
 from shoptune.schema import Example, read_examples
-
-VARIANT = "+"  # scores of set S under variant V are named S+V
+from shoptune.study.spec import VARIANT
 
 
 def answers_of(out: Path, cell: str, eval_set: str, examples: list[Example]) -> list[str]:

@@ -22,7 +22,7 @@ from shoptune.study import compare
 from shoptune.study.compare import question_scores
 from shoptune.study.results import load_table
 from shoptune.study.runner import VALIDATION, eval_sets
-from shoptune.study.spec import StudySpec
+from shoptune.study.spec import StudySpec, scored_name
 from shoptune.tasks.registry import short_name, track_order
 
 AXES = {"capability": ("n_capabilities", "number of capabilities"), "task": ("n_subtasks", "number of subtasks")}
@@ -295,9 +295,7 @@ def write_report(out: Path) -> Path:
     base = table[(table.design == "base") & (table.level == "overall") & (table.eval_set == eval_set)]
     if not base.empty:
         lines += [f"Base model overall: {base.score.mean():.4f}", ""]
-    with_variants = {
-        f"{name}{compare.VARIANT}{v}" if v else name: p for name, p in sets.items() for v in ["", *study.eval.variants]
-    }
+    with_variants = {scored_name(name, v): p for name, p in sets.items() for v in ["", *study.eval.variants]}
     tuned_vs_base = against_base(out, table, with_variants, study.eval.limit)
     if tuned_vs_base:
         plot_against_base(tuned_vs_base, out / "against_base.png")

@@ -25,7 +25,7 @@ from shoptune.errors import ShoptuneError
 from shoptune.evaluate.runner import EvalConfig, run_eval
 from shoptune.locks import writing
 from shoptune.schema import atomic_write_text, from_row, read_examples, read_state, write_jsonl
-from shoptune.study.spec import Cell, StudySpec, expand
+from shoptune.study.spec import Cell, StudySpec, expand, scored_name
 from shoptune.train.combine import COMBINED, combine_adapters
 from shoptune.train.config import TrainConfig
 from shoptune.train.trainer import train
@@ -113,7 +113,7 @@ def run_cell(cell: Cell, study: StudySpec, out: Path, progress: bool) -> dict[st
             if "alpha" in overrides and adapter is None:
                 continue  # wise-ft moves between the base and one adapter
             settings = {"batch_size": study.eval.batch_size, "limit": study.eval.limit, **overrides, **owned}
-            label = f"{name}+{variant}" if variant else name
+            label = scored_name(name, variant)
             result = run_eval(path, folder / "eval" / label, EvalConfig.model_validate(settings), progress=progress)
             scores[label] = result.scores.to_json()
     cell_info = dict(cell.__dict__)

@@ -29,6 +29,11 @@ from shoptune.train.config import TrainConfig
 # combined into one (each method in `combine`) and, with `ensemble`, answering together.
 GROUPS = ("capability", "task", "adapters")
 CELL_OWNED = ("model", "adapter", "ensemble")  # decided by the cell, not by an evaluation variant
+VARIANT = "+"  # the scores of set S under evaluation variant V are named S+V
+
+
+def scored_name(eval_set: str, variant: str) -> str:
+    return f"{eval_set}{VARIANT}{variant}" if variant else eval_set
 
 
 class EvalSettings(StrictConfig):
@@ -171,11 +176,12 @@ def expand(study: StudySpec) -> list[Cell]:
                             len(subtasks),
                         )
         if "adapters" in study.designs:
-            cells.update(_combinations(study, path, [c for c in cells.values() if "adapters" in c.groups]))
+            adapters = [c for c in cells.values() if "adapters" in c.groups]
+            cells.update(_combinations(study, path, adapters, eval_part))
     return list(cells.values())
 
 
-def _combinations(study: StudySpec, model: str, adapters: list[Cell]) -> dict[str, Cell]:
+def _combinations(study: StudySpec, model: str, adapters: list[Cell], eval_part: dict[str, Any]) -> dict[str, Cell]:
     """Per (rank, seed), the adapters design's cells made one: each `combine` method, and the ensemble."""
     out: dict[str, Cell] = {}
     methods = [*study.combine, *(["ensemble"] if study.ensemble else [])]
@@ -187,7 +193,6 @@ def _combinations(study: StudySpec, model: str, adapters: list[Cell]) -> dict[st
             keys = tuple(c.key for c in parts)
             for method in methods:
                 density = study.density if method in METHODS and METHODS[method].density else None
-                eval_part = study.eval.model_dump(mode="json")
                 key = _key({"model": model, "parts": keys, "method": method, "density": density, "eval": eval_part})
                 design = "ensemble" if method == "ensemble" else f"combined-{method}"
                 out[key] = Cell(
