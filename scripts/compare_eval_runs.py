@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 from pathlib import Path
 
 import numpy as np
 
+from shoptune.errors import ShoptuneError
 from shoptune.evaluate.constraints import well_formed
 from shoptune.evaluate.predictions import read_predictions
 from shoptune.evaluate.scoring import aggregate, paired_overall_samples, score_questions
@@ -50,4 +52,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except ShoptuneError as exc:  # a missing folder or a malformed file: one line, not a traceback
+        sys.exit(f"error: {exc}")
