@@ -23,8 +23,9 @@ from pathlib import Path
 import torch
 
 from shoptune.evaluate.backends import HFBackend
+from shoptune.evaluate.config import EvalConfig
 from shoptune.evaluate.parsers import parse_multiple_choice
-from shoptune.evaluate.runner import EvalConfig, answer
+from shoptune.evaluate.runner import answer
 from shoptune.hub import DEFAULT_MODEL, tiny_model_path
 from shoptune.schema import TaskType, read_examples
 from shoptune.tasks.render import option_labels

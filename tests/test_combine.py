@@ -8,7 +8,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForCausalLM
 
 from shoptune.evaluate.backends import HFBackend
-from shoptune.evaluate.runner import EvalConfig
+from shoptune.evaluate.config import EvalConfig
 
 IDS = torch.tensor([[5, 17, 42, 99, 3, 8]])
 MC = "Which is a phone?\n0. apple\n1. iPhone 12\n2. sofa\n3. socks\nAnswer: "

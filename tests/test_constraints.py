@@ -5,9 +5,9 @@ import random
 import pytest
 
 from shoptune.evaluate.backends import HFBackend
+from shoptune.evaluate.config import EvalConfig
 from shoptune.evaluate.constraints import Numbers, numbers_for
 from shoptune.evaluate.parsers import parse_response
-from shoptune.evaluate.runner import EvalConfig
 from shoptune.schema import TaskType, read_examples
 from shoptune.tasks.render import option_labels
 from tests.helpers.tiny_model import DEV_SET, build_tiny_model

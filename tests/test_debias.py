@@ -4,8 +4,9 @@ one answers as before."""
 import json
 import math
 
+from shoptune.evaluate.config import EvalConfig
 from shoptune.evaluate.debias import debiased, label_prior, rotations
-from shoptune.evaluate.runner import EvalConfig, run_eval
+from shoptune.evaluate.runner import run_eval
 from shoptune.schema import write_jsonl
 
 QUESTIONS = [f"Which is best for {i}?\n0. plain {i}\n1. good {i}\n2. best {i}\n3. bad {i}\nAnswer: " for i in range(8)]

@@ -8,9 +8,10 @@ import time
 
 import pytest
 
+from shoptune.evaluate.config import EvalConfig
 from shoptune.evaluate.parsers import parse_multiple_choice
 from shoptune.evaluate.predictor import ShopBenchPredictor
-from shoptune.evaluate.runner import EvalConfig, run_eval
+from shoptune.evaluate.runner import run_eval
 from shoptune.schema import TaskType, read_examples
 from tests.helpers.tiny_model import build_tiny_model
 

@@ -82,3 +82,15 @@ def test_a_missing_gguf_file_or_unknown_name_is_a_clear_error(tmp_path):
         resolve_model_source(str(tmp_path / "nothing.gguf"), False)
     with pytest.raises(ShoptuneError, match="smollm2-135m-instruct"):
         resolve_model_source("no-such-model", False)
+
+
+def test_download_offline_is_one_clear_line(run_cli, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # as on a machine without the network: nothing is reached
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    code, _out, err = run_cli("download", "someone/not-cached-model")
+    assert code == 2 and err.startswith("error: model 'someone/not-cached-model'") and "Traceback" not in err
+
+
+def test_download_refuses_a_local_model(run_cli, tiny_model):
+    code, _out, err = run_cli("download", str(tiny_model))
+    assert code == 2 and "is local already" in err

@@ -7,7 +7,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from shoptune.evaluate.runner import EvalConfig, run_eval
+from shoptune.evaluate.config import EvalConfig
+from shoptune.evaluate.runner import run_eval
 from shoptune.schema import read_examples
 
 

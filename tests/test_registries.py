@@ -9,7 +9,7 @@ import pytest
 from shoptune import metrics
 from shoptune.cli import config_options
 from shoptune.evaluate import backends
-from shoptune.evaluate.runner import EvalConfig
+from shoptune.evaluate.config import EvalConfig
 from shoptune.evaluate.scoring import Scores
 from shoptune.hub import NAMED_MODELS, known_models, resolve_model_source
 from shoptune.metrics import METRICS, Metric, TaskType

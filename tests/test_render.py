@@ -41,7 +41,8 @@ def test_vllm_backend_without_vllm_is_a_clear_error(tiny_model):
         pytest.skip("vLLM is installed here")
     except ImportError:
         pass
-    from shoptune.evaluate.runner import EvalConfig, make_backend
+    from shoptune.evaluate.config import EvalConfig
+    from shoptune.evaluate.runner import make_backend
 
     with pytest.raises(ShoptuneError, match=r"pip install 'shoptune\[vllm\]'"):
         make_backend(EvalConfig(model=str(tiny_model), backend="vllm"))

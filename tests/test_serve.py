@@ -13,7 +13,8 @@ import openai
 import pytest
 
 from shoptune.evaluate.backends import HFBackend
-from shoptune.evaluate.runner import EvalConfig, run_eval
+from shoptune.evaluate.config import EvalConfig
+from shoptune.evaluate.runner import run_eval
 from shoptune.schema import read_examples
 from shoptune.serve import ModelServer, ServeLimits, listen, make_app, run
 

@@ -97,6 +97,18 @@ def test_killed_study_resumes_without_redoing_finished_cells(tiny_model, tmp_pat
 
 
 @pytest.mark.slow
+def test_full_fine_tuning_cells_are_scored_as_models_of_their_own(tiny_model, tmp_path, run_cli):
+    spec = write_spec(tmp_path, tiny_model, {"capability": ["one"]}, train={"method": "full"})
+    code, _, err = run_cli("study", "run", spec, "--out", tmp_path / "s", "--no-progress")
+    assert code == 0, err
+    trained = [p for p in (tmp_path / "s" / "cells").glob("*/train") if p.is_dir()]
+    assert len(trained) == 1 and (trained[0] / "adapter" / "model.safetensors").is_file()
+    runs = json.loads((trained[0].parent / "eval" / "development" / "run.json").read_text())
+    assert runs["answer_settings"]["model"] == str(trained[0] / "adapter")
+    assert runs["answer_settings"]["adapter"] is None
+
+
+@pytest.mark.slow
 def test_failed_cell_is_recorded_the_rest_goes_on_and_the_exit_code_says_so(tiny_model, tmp_path, run_cli):
     spec = write_spec(tmp_path, tiny_model, {"task": ["empty", "one"]})
     code, _, err = run_cli("study", "run", spec, "--out", tmp_path / "s", "--no-progress")

@@ -25,11 +25,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from shoptune.adapters import METHODS
 from shoptune.errors import ShoptuneError
-from shoptune.evaluate.runner import EvalConfig
+from shoptune.evaluate.config import EvalConfig
 from shoptune.evaluate.scoring import Scores
 from shoptune.serve import ServeLimits
-from shoptune.train.combine import METHODS
 from shoptune.train.config import TrainConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -373,17 +373,40 @@ def train_command(
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """LoRA-tune a model on a mixture; rerun the same command to resume after an interruption."""
+    import os
+    import subprocess
+
     from shoptune.config import load_config
+    from shoptune.train.distributed import cuda_devices, free_port, plan_devices, relaunch_command, world_size
     from shoptune.train.trainer import train
 
-    summary = train(load_config(TrainConfig, config, overrides), out, resume=resume, progress=progress)
-    if summary:
+    settings = load_config(TrainConfig, config, overrides)
+    plan = plan_devices(cuda_devices(), world_size(), settings.distributed)
+    if plan.message:
+        console.print(plan.message)
+    if plan.kind == "relaunch":
+        raise typer.Exit(subprocess.call(relaunch_command(plan.processes, sys.argv[1:], free_port())))
+    summary = train(settings, out, resume=resume, progress=progress)
+    if summary and os.environ.get("RANK", "0") == "0":  # under a launcher, the main process speaks for all
         params = summary["parameters"]
         console.print(
             f"trainable parameters {params['trainable']:,} of {params['total']:,}; steps {summary['steps']}; "
             f"held-out loss {summary['initial_eval_loss']} -> {summary['final_eval_loss']}"
         )
-        console.print(f"wrote {out / 'adapter'} (PEFT adapter) and {out / 'train_summary.json'}")
+        kind = "the tuned model" if settings.method == "full" else "PEFT adapter"
+        console.print(f"wrote {out / 'adapter'} ({kind}) and {out / 'train_summary.json'}")
+
+
+@app.command("download")
+def download_command(
+    model: Annotated[str, typer.Argument(help="a Hugging Face hub id, e.g. Qwen/Qwen2-7B-Instruct")],
+    revision: Annotated[str | None, typer.Option(help="a branch, tag or commit (default: main)")] = None,
+) -> None:
+    """Put a hub model into the local Hugging Face cache, so every later command runs offline with it."""
+    from shoptune.hub import download
+
+    folder = download(model, revision)
+    console.print(f"{model} is in the local cache ({folder}); every shoptune command now finds it offline")
 
 
 @app.command("merge")

@@ -13,3 +13,11 @@ def located(path: object, line: int | None, field: str | None, problem: str) -> 
     where = f"{path}" + (f":{line}" if line is not None else "")
     what = f" field '{field}':" if field else ""
     return ShoptuneError(f"{where}:{what} {problem}")
+
+
+def require_extra(module: str, extra: str, wanted_by: str) -> None:
+    """A package of an optional extra, checked before it is needed: one line naming the extra to install."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise ShoptuneError(f"{wanted_by} needs {module}, which is not installed: pip install 'shoptune[{extra}]'")

@@ -115,6 +115,25 @@ def resolve_model_source(model: str, allow_download: bool) -> str:
     return model
 
 
+# What a causal LM needs from a hub repository: weights, configs and tokenizer (no other formats, no checkpoints).
+DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.py"]
+
+
+def download(model: str, revision: str | None = None) -> Path:
+    """The one place shoptune reaches the hub, when the user asks for it (`shoptune download`)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+
+    if Path(model).expanduser().exists() or model.strip().lower() in NAMED_MODELS:
+        raise ShoptuneError(f"model {model!r} is local already; download takes a hub id such as Qwen/Qwen2-7B-Instruct")
+    try:
+        return Path(snapshot_download(model, revision=revision, allow_patterns=DOWNLOAD_PATTERNS))
+    except RepositoryNotFoundError:
+        raise ShoptuneError(f"model {model!r}: no such repository on the hub (or it needs a token: HF_TOKEN)") from None
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
+        raise ShoptuneError(f"model {model!r} could not be downloaded: {_first_line(exc)}") from None
+
+
 def load_causal_lm(model: str, allow_download: bool = False, **kwargs: Any) -> tuple[Any, Any]:
     """(causal LM, tokenizer) for any model name, the one place a model is loaded; a folder that holds no model
     is one clear error."""

@@ -11,23 +11,24 @@ from __future__ import annotations
 
 import copy
 import inspect
+import json
 import math
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from shoptune.errors import ShoptuneError
+from shoptune.adapters import add_combined, interpolate, load_parts
+from shoptune.errors import ShoptuneError, require_extra
 from shoptune.evaluate.constraints import allowed_tokens
-from shoptune.hub import load_causal_lm, resolve_model_source, with_adapter
+from shoptune.hub import load_causal_lm, require_adapter, resolve_model_source, with_adapter
 from shoptune.schema import TaskType
 from shoptune.tasks.render import DIGITS, SHOPBENCH_SYSTEM_PROMPT, option_labels, render_prompt
-from shoptune.train.combine import add_combined, load_parts
-from shoptune.train.trainer import interpolate
 
 if TYPE_CHECKING:
-    from shoptune.evaluate.runner import EvalConfig
+    from shoptune.evaluate.config import EvalConfig
 
 # What a batch costs on a CPU, in prompt tokens (SmolLM2-135M, measured): a decoding step about as much as
 # prefilling 32 tokens, a forward pass's fixed cost about 16. A shared prefix shorter than MIN_PREFIX is not cached.
@@ -413,8 +414,57 @@ class OpenAIBackend:
         return dict(self.info)
 
 
+# The ranks vLLM's LoRA kernels are built for (vllm.config.lora.MaxLoRARanks); max_lora_rank must be one of them.
+VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+def adapter_rank(adapter: str | os.PathLike[str]) -> int:
+    """The largest rank of a PEFT adapter (a combined adapter's ranks add up: PEFT writes the sum); DoRA, which vLLM
+    does not load, is refused with what to do instead."""
+    require_adapter(adapter)
+    config = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8"))
+    if config.get("use_dora"):
+        raise ShoptuneError(
+            f"adapter {str(adapter)!r} is DoRA, which vLLM does not load; fold it into its base model first "
+            f"(shoptune merge {adapter} --out MERGED) and evaluate MERGED without an adapter"
+        )
+    return max([int(config.get("r", 8)), *(int(r) for r in (config.get("rank_pattern") or {}).values())])
+
+
+def vllm_engine_args(
+    model: str,
+    *,
+    adapter: str | None,
+    dtype: str,
+    tensor_parallel_size: int,
+    gpu_memory_utilization: float,
+    max_model_len: int | None,
+) -> dict[str, Any]:
+    """vLLM's `LLM(...)` arguments: LoRA sized for the adapter it is given (vLLM's default rank limit is 16)."""
+    args: dict[str, Any] = {
+        "model": model,
+        "dtype": dtype,
+        "tensor_parallel_size": tensor_parallel_size,
+        "gpu_memory_utilization": gpu_memory_utilization,
+        "enable_lora": adapter is not None,
+    }
+    if max_model_len is not None:
+        args["max_model_len"] = max_model_len
+    if adapter is not None:
+        rank = adapter_rank(adapter)
+        fits = [r for r in VLLM_LORA_RANKS if r >= rank]
+        if not fits:
+            raise ShoptuneError(
+                f"adapter {adapter!r} has rank {rank}, above vLLM's largest LoRA rank {VLLM_LORA_RANKS[-1]}; "
+                "merge it (shoptune merge) or use the hf backend"
+            )
+        args.update(max_lora_rank=fits[0], max_loras=1)
+    return args
+
+
 class VLLMBackend:
-    """vLLM in-process (GPU). MC restricts the one generated token to the option digits."""
+    """vLLM in-process (GPUs; tensor parallel over several). MC restricts the one generated token to the option
+    digits. Offline like the rest of shoptune: the hub is reached only with allow_download."""
 
     def __init__(
         self,
@@ -427,15 +477,27 @@ class VLLMBackend:
         system_prompt: str | None = SHOPBENCH_SYSTEM_PROMPT,
         chat_template: bool | None = None,
         allow_download: bool = False,
+        tensor_parallel_size: int = 1,
+        gpu_memory_utilization: float = 0.9,
+        max_model_len: int | None = None,
     ) -> None:
         if alpha != 1.0 or ensemble:
             raise ShoptuneError("alpha and ensemble need the hf backend; for vLLM, merge or combine the adapter first")
-        try:
-            from vllm import LLM, SamplingParams
-        except ImportError:
-            raise ShoptuneError("the vllm backend needs vLLM: pip install 'shoptune[vllm]' (GPU machines)") from None
+        args = vllm_engine_args(
+            resolve_model_source(model, allow_download),
+            adapter=adapter,
+            dtype=dtype,
+            tensor_parallel_size=tensor_parallel_size,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+        )
+        require_extra("vllm", "vllm", "the vllm backend")
+        if not allow_download:
+            os.environ["HF_HUB_OFFLINE"] = "1"  # vLLM reads the hub itself; offline unless the user allowed it
+        from vllm import LLM, SamplingParams
+
         self.SamplingParams = SamplingParams
-        self.llm = LLM(model=resolve_model_source(model, allow_download), dtype=dtype, enable_lora=bool(adapter))
+        self.llm = LLM(**args)
         self.tokenizer = self.llm.get_tokenizer()
         self.lora = None
         if adapter:
@@ -443,12 +505,24 @@ class VLLMBackend:
 
             self.lora = LoRARequest("adapter", 1, adapter)
         self.system_prompt, self.chat_template = system_prompt, chat_template
-        self.info = {"backend": "vllm", "model": model, "adapter": adapter, "dtype": dtype}
+        self.info = {
+            "backend": "vllm",
+            "model": model,
+            "adapter": adapter,
+            "dtype": dtype,
+            "tensor_parallel_size": tensor_parallel_size,
+        }
         self._digit_ids = {d: _single_token_variants(self.tokenizer, d) for d in DIGITS}
 
     @classmethod
     def from_config(cls, config: EvalConfig) -> VLLMBackend:
-        return cls(config.model, **_in_process(config))
+        return cls(
+            config.model,
+            **_in_process(config),
+            tensor_parallel_size=config.tensor_parallel_size,
+            gpu_memory_utilization=config.gpu_memory_utilization,
+            max_model_len=config.max_model_len,
+        )
 
     def render(self, prompt: str) -> str:
         return render_prompt(prompt, self.tokenizer, system_prompt=self.system_prompt, chat_template=self.chat_template)

@@ -15,9 +15,10 @@ import os
 from typing import Any
 
 from shoptune.errors import ShoptuneError
+from shoptune.evaluate.config import EvalConfig
 from shoptune.evaluate.constraints import CONSTRAINED, task_type_of
 from shoptune.evaluate.debias import debiased, label_prior
-from shoptune.evaluate.runner import EvalConfig, make_backend
+from shoptune.evaluate.runner import make_backend
 
 # The hidden test set carries only the prompt and the MC flag, so non-MC answers share one budget,
 # the kit baseline's 100 tokens.

@@ -13,142 +13,24 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, field_validator, model_validator
 from tqdm import tqdm
 
-from shoptune.config import StrictConfig, dump_config
+from shoptune.config import dump_config
 from shoptune.errors import ShoptuneError
 from shoptune.evaluate.backends import BACKENDS, Backend
+from shoptune.evaluate.config import EvalConfig
 from shoptune.evaluate.constraints import CONSTRAINED
 from shoptune.evaluate.debias import debiased, label_prior
 from shoptune.evaluate.predictions import Journal, read_journal, read_predictions, write_predictions
 from shoptune.evaluate.scoring import Scores, aggregate, render_markdown, score_questions
-from shoptune.hub import DEFAULT_MODEL
 from shoptune.locks import writing
-from shoptune.metrics import embedding_metrics
 from shoptune.schema import Example, TaskType, atomic_write_text, read_examples, read_state
-from shoptune.tasks.render import SHOPBENCH_SYSTEM_PROMPT
-
-# Enough for every well-formed answer of the type; generation keeps the official baseline's 100 tokens,
-# which the other types, whose parsers read a few numbers or names, do not need.
-DEFAULT_MAX_NEW_TOKENS: dict[str, int] = {
-    TaskType.MULTIPLE_CHOICE.value: 1,
-    TaskType.RETRIEVAL.value: 16,
-    TaskType.RANKING.value: 20,
-    TaskType.NER.value: 48,
-    TaskType.GENERATION.value: 100,
-}
 
 PREDICTIONS = "predictions.jsonl"
 JOURNAL = "predictions.partial.jsonl"
 CONFIG = "config.yaml"
-
-
-class EvalConfig(StrictConfig):
-    """Everything that decides what the model answers, plus how the answers are scored. Each setting is also an
-    `eval run` option (its description is the option's help)."""
-
-    model: str = Field(DEFAULT_MODEL, description="model name, .gguf file, Hugging Face folder or hub id")
-    adapter: str | None = Field(None, description="PEFT LoRA adapter folder to apply to the model")
-    alpha: float = Field(
-        1.0,
-        ge=0.0,
-        le=1.0,
-        description="weight interpolation (wise-ft): 0 the base model, 1 the tuned one (hf backend)",
-    )
-    ensemble: list[str] = Field(
-        default_factory=list,
-        description="adapter folders answering together: multiple choice by their mean option scores, the other task "
-        "types by their exact linear combination (hf backend)",
-    )
-    backend: str = Field(
-        "hf", description="where answers come from: " + "; ".join(f"{k}: {v.help}" for k, v in BACKENDS.items())
-    )
-    base_url: str | None = Field(None, description="openai backend: the server's /v1 URL")
-    api: Literal["chat", "completions"] = Field("chat", description="openai backend: the endpoint to call")
-    api_key_env: str = Field("OPENAI_API_KEY", description="openai backend: the variable that holds the API key")
-    concurrency: int = Field(8, ge=1, le=256, description="openai backend: requests in flight")
-    batch_size: int | None = Field(
-        None, ge=1, le=1024, description="questions per batch (default: 8 on a CPU, 32 on a GPU)"
-    )
-    constrained: bool = Field(
-        False,
-        description="keep answers of structured task types to what their parser reads in full: a listed option, "
-        "three listed candidates, a permutation of them, spans of the input (hf backend)",
-    )
-    mc_mode: Literal["logits", "generate"] = Field(
-        "logits", description="multiple choice by one forward pass over the option digits, or generated and parsed"
-    )
-    mc_debias: bool = Field(
-        False,
-        description="take the model's preference for option labels out of multiple choice (prior estimated on "
-        "the first 32 questions, each with its options rotated through every label)",
-    )
-    max_new_tokens: dict[str, int] = Field(
-        default_factory=lambda: dict(DEFAULT_MAX_NEW_TOKENS),
-        description="token budget per task type, TASK_TYPE=N (e.g. generation=64)",
-        json_schema_extra={"option": "max-new-tokens"},
-    )
-    system_prompt: str | None = Field(SHOPBENCH_SYSTEM_PROMPT, description="the official baselines' system prompt")
-    chat_template: bool | None = Field(None, description="apply the model's chat template (default: when it has one)")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="weights' precision")
-    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps")
-    allow_download: bool = Field(False, description="let a hub id be fetched when it is not cached")
-    limit: int | None = Field(None, ge=1, description="only the first N questions")
-    embedding_models: dict[str, str] = Field(
-        default_factory=dict,
-        description="METRIC=PATH: a sentence-embedding metric's local model",
-        json_schema_extra={"option": "embedding-model"},
-    )
-    bootstrap: int = Field(1000, ge=0, le=100_000, description="bootstrap resamples for the 95% intervals (0: none)")
-    seed: int = Field(0, description="draws the bootstrap resamples")
-
-    @field_validator("backend")
-    @classmethod
-    def _known_backend(cls, value: str) -> str:
-        if value not in BACKENDS:
-            raise ValueError(f"unknown backend {value!r}; expected one of: {', '.join(BACKENDS)}")
-        return value
-
-    @model_validator(mode="after")
-    def _token_level(self) -> EvalConfig:
-        wanted = [name for name, on in (("constrained answers", self.constrained), ("mc_debias", self.mc_debias)) if on]
-        if wanted and not BACKENDS[self.backend].token_level:
-            able = ", ".join(name for name, entry in BACKENDS.items() if entry.token_level)
-            raise ValueError(f"{' and '.join(wanted)} need a backend that sees token scores ({able})")
-        if self.alpha != 1.0 and not self.adapter:
-            raise ValueError("alpha interpolates toward an adapter: give --adapter")
-        if self.ensemble and (self.adapter or len(self.ensemble) < 2):
-            raise ValueError("an ensemble is two or more adapters, given instead of --adapter")
-        if self.mc_debias and self.mc_mode != "logits":
-            raise ValueError("mc_debias works on option scores: it needs mc_mode logits")
-        return self
-
-    @field_validator("max_new_tokens")
-    @classmethod
-    def _known_types(cls, value: dict[str, int]) -> dict[str, int]:
-        unknown = set(value) - set(DEFAULT_MAX_NEW_TOKENS)
-        if unknown:
-            raise ValueError(f"unknown task type(s) {sorted(unknown)}; expected {sorted(DEFAULT_MAX_NEW_TOKENS)}")
-        if any(v < 1 for v in value.values()):
-            raise ValueError("every budget must be at least 1 token")
-        return {**DEFAULT_MAX_NEW_TOKENS, **value}
-
-    @field_validator("embedding_models")
-    @classmethod
-    def _embedding_metrics(cls, value: dict[str, str]) -> dict[str, str]:
-        known = sorted(m.value for m in embedding_metrics())
-        unknown = sorted(set(value) - set(known))
-        if unknown:
-            raise ValueError(f"unknown embedding metric(s) {unknown}; expected {known}")
-        return value
-
-    def answer_settings(self) -> dict[str, Any]:
-        """The settings that change answers: a resumed run must match them, scoring settings may differ."""
-        excluded = {"bootstrap", "seed", "embedding_models", "concurrency", "limit", "batch_size"}
-        return self.model_dump(mode="json", exclude=excluded)
 
 
 def default_batch_size() -> int:

@@ -22,12 +22,14 @@ from shoptune.config import dump_config
 from shoptune.data.build import cached_mixture
 from shoptune.data.spec import MixtureSpec
 from shoptune.errors import ShoptuneError
-from shoptune.evaluate.runner import EvalConfig, run_eval
+from shoptune.evaluate.config import EvalConfig
+from shoptune.evaluate.runner import run_eval
 from shoptune.locks import writing
 from shoptune.schema import atomic_write_text, from_row, read_examples, read_state, write_jsonl
 from shoptune.study.spec import Cell, StudySpec, expand, scored_name
 from shoptune.train.combine import COMBINED, combine_adapters
 from shoptune.train.config import TrainConfig
+from shoptune.train.distributed import cuda_devices
 from shoptune.train.trainer import train
 
 VALIDATION = "validation"
@@ -77,7 +79,7 @@ def parts_adapters(cell: Cell, out: Path) -> list[str]:
 def run_cell(cell: Cell, study: StudySpec, out: Path, progress: bool) -> dict[str, Any]:
     folder = out / "cells" / cell.key
     sets = eval_sets(study, out)
-    adapter, ensemble = None, []
+    model, adapter, ensemble = cell.model, None, []
     if cell.method == "ensemble":
         ensemble = parts_adapters(cell, out)
         summary = {}
@@ -100,13 +102,16 @@ def run_cell(cell: Cell, study: StudySpec, out: Path, progress: bool) -> dict[st
         }
         config = TrainConfig.model_validate(settings)
         summary = train(config, folder / "train", progress=progress)
-        adapter = str(folder / "train" / "adapter")
+        if config.method == "full":  # the whole model was tuned: it is scored as a model of its own
+            model = str(folder / "train" / "adapter")
+        else:
+            adapter = str(folder / "train" / "adapter")
         if study.eval.validation:
             sets[VALIDATION] = mixture / "validation.jsonl"
     else:
         summary = {}
     scores = {}
-    owned = {"model": cell.model, "adapter": adapter, "ensemble": ensemble}
+    owned = {"model": model, "adapter": adapter, "ensemble": ensemble}
     variants = {"": {}, **study.eval.variants}
     for name, path in sets.items():
         for variant, overrides in variants.items():
@@ -202,6 +207,12 @@ def run_study(
             total=len(cells), initial=len(done), desc="study cells", unit="cell", file=sys.stderr, disable=not progress
         )
         run = functools.partial(_run_ray, address=address) if executor == "ray" else _run_local
+        gpus = cuda_devices()
+        if executor == "local" and gpus > 1 and progress:
+            print(
+                f"{gpus} GPUs: cells run one after another on GPU 0; --executor ray runs one per GPU",
+                file=sys.stderr,
+            )
         # Combinations need their parts' adapters: they run in a second phase.
         statuses = [
             s for phase in (False, True) for s in run([c for c in todo if bool(c.parts) is phase], study, out, bar)

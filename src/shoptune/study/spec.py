@@ -17,12 +17,12 @@ from typing import Annotated, Any
 from pydantic import Field
 
 from shoptune import __version__
+from shoptune.adapters import METHODS
 from shoptune.config import StrictConfig, load_config, rebase
 from shoptune.data.spec import SAFE_NAME, MixtureSpec
 from shoptune.errors import ShoptuneError
-from shoptune.evaluate.runner import EvalConfig
+from shoptune.evaluate.config import EvalConfig
 from shoptune.hub import DEFAULT_MODEL
-from shoptune.train.combine import METHODS
 from shoptune.train.config import TrainConfig
 
 # The paper's two ablation axes, and capability adapters: one LoRA per listed mixture, then the adapters

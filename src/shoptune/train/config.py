@@ -33,7 +33,9 @@ class TrainConfig(StrictConfig):
     mixture: Path | None = Field(None, description="a mixture: a `shoptune data build` folder or a mixture spec")
     data: Path | None = Field(None, description="or ShopBench-format JSON Lines to train on")
     eval_data: Path | None = Field(None, description="held-out JSON Lines (default: the mixture's validation split)")
-    method: Literal["lora", "qlora", "full"] = Field("lora", description="qlora needs a CUDA GPU and bitsandbytes")
+    method: Literal["lora", "qlora", "full"] = Field(
+        "lora", description="qlora needs a CUDA GPU and bitsandbytes (pip install 'shoptune[gpu]')"
+    )
     lora: LoraSettings = Field(default_factory=LoraSettings)
     max_length: int = Field(1024, ge=16, description="tokens per example; a longer prompt keeps its end")
     packing: bool = Field(True, description="lay a batch's examples end to end in one row (no padding)")
@@ -53,6 +55,11 @@ class TrainConfig(StrictConfig):
     # It pays at long packed rows on a GPU; on a CPU with SmolLM2 it measured within noise of plain checkpointing.
     selective_checkpointing: bool = Field(
         False, description="with checkpointing: keep attention's output rather than recompute it"
+    )
+    distributed: Literal["auto", "off"] = Field(
+        "auto",
+        description="several GPUs and no launcher: auto relaunches `shoptune train` on all of them (DDP), off keeps "
+        "to one",
     )
     bf16: Literal["auto", "on", "off"] = Field("auto", description="bfloat16 (auto: on a GPU that has it)")
     seed: int = Field(0, description="seeds the adapter's initial weights and the data order")

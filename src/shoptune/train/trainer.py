@@ -11,6 +11,7 @@ is spent on padding. The output layer runs only where the loss is (the answer to
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -19,13 +20,15 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from shoptune.adapters import interpolate
 from shoptune.config import dump_config
-from shoptune.errors import ShoptuneError
+from shoptune.errors import ShoptuneError, require_extra
 from shoptune.hub import load_causal_lm, require_adapter, sha256_of, with_adapter
 from shoptune.locks import writing
 from shoptune.schema import Example, atomic_write_text, folder_in_place, read_examples, read_state
 from shoptune.tasks.render import answer_text, render_prompt
 from shoptune.train.config import TrainConfig
+from shoptune.train.distributed import agree, check_launch, fsdp_on_cpu, how_it_ran, leave, world_size
 
 ADAPTER = "adapter"
 RUN_RECORD = "run.json"  # what decided the run's weights, compared by a rerun before it resumes
@@ -97,8 +100,9 @@ def count_parameters(model: Any) -> dict[str, int]:
     return {"trainable": trainable, "total": total}
 
 
-def load_model(config: TrainConfig) -> tuple[Any, Any]:
-    """Base model plus fresh LoRA weights; seeded first, so the same config gives the same initial adapter."""
+def load_model(config: TrainConfig, device: Any = None) -> tuple[Any, Any]:
+    """Base model plus fresh LoRA weights; seeded first, so the same config gives the same initial adapter. A 4-bit
+    model is placed on `device` (this process's GPU), as accelerate requires of each process's quantised copy."""
     import torch
     from transformers import set_seed
 
@@ -109,6 +113,7 @@ def load_model(config: TrainConfig) -> tuple[Any, Any]:
     if config.method == "qlora":
         if not torch.cuda.is_available():
             raise ShoptuneError("method qlora needs a CUDA GPU and bitsandbytes; use method: lora on CPU")
+        require_extra("bitsandbytes", "gpu", "method qlora")
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -116,7 +121,9 @@ def load_model(config: TrainConfig) -> tuple[Any, Any]:
             bnb_4bit_quant_type="nf4",
             bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_quant_storage=torch.bfloat16,  # lets FSDP shard the 4-bit weights like the others
         )
+        kwargs["device_map"] = {"": device if device is not None else torch.cuda.current_device()}
     model, tokenizer = load_causal_lm(config.model, config.allow_download, **kwargs)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -204,11 +211,16 @@ def answer_only_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any
 
 
 def make_trainer(*args: Any, **kwargs: Any) -> Any:
-    """transformers' Trainer with the answer-only loss."""
+    """transformers' Trainer with the answer-only loss, and FSDP that shards on CPUs too."""
     from transformers import Trainer
 
     class AnswerOnlyTrainer(Trainer):
         loss_is_scaled_for_ga = True  # divided by the accumulated batch's answer tokens, as the models' own loss is
+
+        def create_accelerator_and_postprocess(self) -> None:
+            super().create_accelerator_and_postprocess()
+            if fsdp_on_cpu(self.accelerator):
+                self.is_fsdp_enabled = True
 
         def compute_loss(
             self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
@@ -232,21 +244,32 @@ def use_bf16(config: TrainConfig) -> bool:
 
 
 def train(config: TrainConfig, out: Path, *, resume: bool = True, progress: bool = True) -> dict[str, Any]:
-    """Train into `out`, one run at a time; a rerun with the same settings and data resumes from its checkpoint."""
+    """Train into `out`, one run at a time; a rerun with the same settings and data resumes from its checkpoint.
+    Under a launcher, the main process holds the folder and decides for all (see `train.distributed`)."""
     if out.exists() and not out.is_dir():
         raise ShoptuneError(f"--out {out}: exists and is not a directory")
+    check_launch()
     record = fingerprint(config)  # of the config as given: a mixture spec, not the folder it is built into
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun / accelerate launch, the main process holds the lock
-        return _train(config, out, record, resume=resume, progress=progress)
-    with writing(out):
-        refuse_other_runs(record, out)
-        if resume and (out / SUMMARY).is_file() and (out / ADAPTER).is_dir():
-            return read_state(out / SUMMARY)  # this very run has finished: nothing to redo
+    with contextlib.ExitStack() as held:
+
+        def decide() -> dict[str, Any] | None:
+            held.enter_context(writing(out))  # until training ends
+            refuse_other_runs(record, out)
+            if resume and (out / SUMMARY).is_file() and (out / ADAPTER).is_dir():
+                return read_state(out / SUMMARY)  # this very run has finished: nothing to redo
+            return None
+
+        finished = agree(decide)
+        if finished is not None:
+            leave()
+            return finished
         return _train(config, out, record, resume=resume, progress=progress)
 
 
 # Settings that change how a run is watched or kept, not what it learns: a resumed run may change them.
-UNLEARNED = frozenset({"report_to", "logging_steps", "eval_steps", "save_steps", "save_total_limit", "allow_download"})
+UNLEARNED = frozenset(
+    {"report_to", "logging_steps", "eval_steps", "save_steps", "save_total_limit", "allow_download", "distributed"}
+)
 
 
 def fingerprint(config: TrainConfig) -> dict[str, Any]:
@@ -281,21 +304,21 @@ def refuse_other_runs(current: dict[str, Any], out: Path) -> None:
 
 def _train(config: TrainConfig, out: Path, record: dict[str, Any], *, resume: bool, progress: bool) -> dict[str, Any]:
     import datasets
-    from transformers import (
-        DataCollatorForSeq2Seq,
-        DataCollatorWithFlattening,
-        PrinterCallback,
-        TrainingArguments,
-    )
+    from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, PrinterCallback
 
     # Raised inside transformers on every run in 5.x; nothing a user of shoptune can act on.
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     if config.mixture is not None:
         config = config.model_copy(update={"mixture": mixture_folder(config, out)})
     train_examples, held_out = load_examples(config)
-    model, tokenizer = load_model(config)
+    checkpoint = last_checkpoint(out) if resume else None
+    # Before the model: the arguments set up the distributed state, which places a 4-bit model on this process's
+    # GPU, lets DeepSpeed ZeRO-3 build the model sharded and FSDP load it on the main process only.
+    args = training_arguments(config, out, evaluate=bool(held_out), first=checkpoint is None, quiet=not progress)
+    model, tokenizer = load_model(config, device=args.device)
     if config.gradient_checkpointing and config.method != "qlora":  # QLoRA's preparation has turned it on
         checkpoint_activations(model, selective=config.selective_checkpointing)
+    trained = [name for name, p in model.named_parameters() if p.requires_grad]
     datasets.disable_progress_bars()
     train_set = datasets.Dataset.from_list([encode(ex, tokenizer, config) for ex in train_examples])
     eval_set = datasets.Dataset.from_list([encode(ex, tokenizer, config) for ex in held_out]) if held_out else None
@@ -303,10 +326,51 @@ def _train(config: TrainConfig, out: Path, record: dict[str, Any], *, resume: bo
         collator = DataCollatorWithFlattening(return_position_ids=True)
     else:
         collator = DataCollatorForSeq2Seq(tokenizer, padding=True, label_pad_token_id=-100)
+    trainer = make_trainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=collator,
+        processing_class=tokenizer,
+    )
+    distributed = how_it_ran(trainer.accelerator)
+    if trainer.is_world_process_zero():
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(out / "config.yaml", dump_config(config))
+        atomic_write_text(out / RUN_RECORD, json.dumps({**record, "distributed": distributed}, indent=2) + "\n")
+    if not progress:
+        trainer.remove_callback(PrinterCallback)  # quiet means quiet: no per-step dicts on stdout
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    final_eval = final_eval_loss(trainer) if eval_set is not None else None
+    model.config.use_cache = True  # saved models generate with a KV cache again
+    save_complete(trainer, out / ADAPTER, full=config.method == "full", trained=trained)  # every process takes part
+    summary: dict[str, Any] = {}
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(str(out / ADAPTER))
+        summary = {
+            "parameters": count_parameters(model),
+            "lora_rank": config.lora.rank if config.method != "full" else None,
+            "train_examples": len(train_examples),
+            "eval_examples": len(held_out),
+            "steps": result.global_step,
+            "train_loss": result.training_loss,
+            "initial_eval_loss": initial_eval_loss(trainer),
+            "final_eval_loss": final_eval,
+            "tokens_seen": trainer.state.num_input_tokens_seen,
+            "train_seconds": result.metrics.get("train_runtime"),
+            "distributed": distributed,
+            "log_history": trainer.state.log_history,
+        }
+        atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2, default=_jsonable) + "\n")
+    leave()  # together, once the run is recorded finished
+    return summary
 
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "config.yaml", dump_config(config))
-    atomic_write_text(out / RUN_RECORD, json.dumps(record, indent=2) + "\n")
+
+def training_arguments(config: TrainConfig, out: Path, *, evaluate: bool, first: bool, quiet: bool) -> Any:
+    """transformers' arguments for this run; in one process, never `nn.DataParallel` over several GPUs."""
+    from transformers import TrainingArguments
+
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(out / "logs")
     args = TrainingArguments(
         output_dir=str(out / "checkpoints"),
@@ -324,55 +388,65 @@ def _train(config: TrainConfig, out: Path, record: dict[str, Any], *, resume: bo
         bf16=use_bf16(config),
         seed=config.seed,
         data_seed=config.seed,
-        eval_strategy="steps" if eval_set is not None else "no",
+        eval_strategy="steps" if evaluate else "no",
         eval_steps=config.eval_steps,
+        # The loss before training, evaluated inside train(): there the model is already wrapped (DeepSpeed refuses
+        # an evaluation before it, ZeRO-2 outright, ZeRO-3 leaving a stale engine). Not again on resume.
+        eval_on_start=evaluate and first,
         save_strategy="steps",
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
         logging_steps=config.logging_steps,
         report_to=config.report_to,
-        disable_tqdm=not progress,
+        disable_tqdm=quiet,
         remove_unused_columns=False,
         use_cpu=not _cuda(),  # also what makes torchrun / accelerate launch on CPUs run DDP over gloo
-        ddp_backend="gloo" if not _cuda() and int(os.environ.get("WORLD_SIZE", "1")) > 1 else None,
+        ddp_backend="gloo" if not _cuda() and world_size() > 1 else None,
+        ddp_find_unused_parameters=False,  # every trained weight takes part in every step
         dataloader_num_workers=0,
         include_num_input_tokens_seen="all",
         prediction_loss_only=True,
     )
-    trainer = make_trainer(
-        model=model,
-        args=args,
-        train_dataset=train_set,
-        eval_dataset=eval_set,
-        data_collator=collator,
-        processing_class=tokenizer,
-    )
-    if not progress:
-        trainer.remove_callback(PrinterCallback)  # quiet means quiet: no per-step dicts on stdout
-    checkpoint = last_checkpoint(out) if resume else None
-    initial_eval = trainer.evaluate()["eval_loss"] if eval_set is not None and last_checkpoint(out) is None else None
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    final_eval = final_eval_loss(trainer) if eval_set is not None else None
-    if trainer.is_world_process_zero():
-        model.config.use_cache = True  # saved models generate with a KV cache again
-        trainer.save_model(str(out / ADAPTER))
-        tokenizer.save_pretrained(str(out / ADAPTER))
-        summary = {
-            "parameters": count_parameters(model),
-            "lora_rank": config.lora.rank if config.method != "full" else None,
-            "train_examples": len(train_examples),
-            "eval_examples": len(held_out),
-            "steps": result.global_step,
-            "train_loss": result.training_loss,
-            "initial_eval_loss": initial_eval,
-            "final_eval_loss": final_eval,
-            "tokens_seen": trainer.state.num_input_tokens_seen,
-            "train_seconds": result.metrics.get("train_runtime"),
-            "log_history": trainer.state.log_history,
-        }
-        atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2, default=_jsonable) + "\n")
-        return summary
-    return {}
+    if args.n_gpu > 1:  # one process that sees several GPUs: keep to the first (the CLI relaunches instead)
+        args._n_gpu = 1  # what transformers itself does for a model-parallel model
+    return args
+
+
+def save_complete(trainer: Any, folder: Path, *, full: bool, trained: list[str]) -> None:
+    """The final adapter (or model), gathered whole from every process, then checked on the main one.
+
+    Every process must enter the gathering (ZeRO-3 consolidation, FSDP's state dict). Trainer.save_model writes
+    nothing under FSDP with sharded state dicts (what checkpoints use): there the full state dict is taken here."""
+    if trainer.is_fsdp_enabled:
+        state = trainer.accelerator.get_state_dict(trainer.model)
+        if trainer.is_world_process_zero():
+            trainer.accelerator.unwrap_model(trainer.model).save_pretrained(str(folder), state_dict=state)
+    else:
+        trainer.save_model(str(folder))
+    agree(lambda: check_saved(folder, full=full, trained=trained))  # an incomplete save fails every process
+
+
+def check_saved(folder: Path, *, full: bool, trained: list[str]) -> None:
+    """A run is marked finished only with complete weights: an adapter holds every trained tensor."""
+    from safetensors import safe_open
+
+    files = sorted(folder.glob("*.safetensors"))
+    keys: set[str] = set()
+    for file in files:
+        with safe_open(str(file), framework="pt") as handle:
+            keys.update(handle.keys())
+    expected = 1 if full else len(trained)
+    if len(keys) < expected:
+        raise ShoptuneError(
+            f"{folder}: the saved {'model' if full else 'adapter'} holds {len(keys)} tensors, expected "
+            f"{'some' if full else expected}; the run is not marked finished (rerun to save again)"
+        )
+
+
+def initial_eval_loss(trainer: Any) -> float | None:
+    """The validation loss before the first step; kept in the checkpoints' log, so a resumed run still has it."""
+    logged = [e["eval_loss"] for e in trainer.state.log_history if "eval_loss" in e and e.get("step") == 0]
+    return logged[0] if logged else None
 
 
 def final_eval_loss(trainer: Any) -> float:
@@ -428,15 +502,3 @@ def merge(base: str, adapter: Path, out: Path, allow_download: bool = False, alp
             merged.save_pretrained(str(tmp))
             tokenizer.save_pretrained(str(tmp))
     return out
-
-
-def interpolate(model: Any, alpha: float) -> None:
-    """Scale every LoRA update by alpha. DoRA also rescales each weight column by a learned magnitude, so its
-    weights do not move linearly with the update: refused rather than approximated."""
-    from peft.tuners.lora import LoraLayer
-
-    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
-    if any(m.use_dora.get(name) for m in layers for name in m.active_adapters):
-        raise ShoptuneError("--alpha interpolates LoRA adapters; this one is DoRA, whose weights do not blend linearly")
-    for layer in layers:
-        layer.scale_layer(alpha)
