@@ -89,7 +89,7 @@ def test_a_raw_source_is_one_entry(monkeypatch, tmp_path):
     with pytest.raises(Exception, match="found no data shoptune can read"):
         sources.load_raw(tmp_path)
     notes = sources.RawSource(
-        "notes", "notes", lambda f: (f / "a.txt").is_file(), read_notes, "MIT", "test notes", False, ("train",)
+        "notes", "notes", lambda f: (f / "a.txt").is_file(), read_notes, "MIT", "test notes", False, (), ("train",)
     )
     monkeypatch.setattr(sources, "SOURCES", (*sources.SOURCES, notes))
     corpus = sources.load_raw(tmp_path)

@@ -250,45 +250,61 @@ def eval_run(
 @tasks_app.command("list")
 def tasks_list(
     as_json: Annotated[bool, typer.Option("--json", help="print a JSON list, one object per subtask")] = False,
+    sources: Annotated[
+        list[Path] | None,
+        typer.Option(help="a sources file mapping your own tables (see the README's 'Your own data')"),
+    ] = None,
     raw_dir: Annotated[Path, typer.Option(help="raw data folder, to say which subtasks have data")] = Path("data/raw"),
 ) -> None:
     """Every subtask: capability, ShopBench task type and metric, languages, sources and their licences."""
     import json
 
+    from shoptune.sources.mapped import lacks, load_sources, own_corpus
     from shoptune.sources.registry import present_sources
-    from shoptune.tasks.catalog import all_subtasks
+    from shoptune.tasks.catalog import all_subtasks, declared_subtasks
+    from shoptune.tasks.registry import Capability
 
     present = present_sources(raw_dir) if raw_dir.is_dir() else set()
-    rows = [
-        {
-            "name": task.name,
-            "capability": task.capability.value,
-            "track": task.capability.track,
-            "task_type": task.task_type.value,
-            "metric": task.metric.value,
-            "languages": list(task.languages),
-            "sources": list(task.sources),
-            "licences": list(task.licences),
-            "has_data": set(task.sources) <= present,
-            "description": task.description,
-        }
-        for task in all_subtasks().values()
-    ]
+    own = own_corpus([s for file in sources or [] for s in load_sources(file)]) if sources else None
+    rows = []
+    for task in {**all_subtasks(), **declared_subtasks(list(sources or []))}.values():
+        shipped = set(task.sources) <= present
+        feeding = sorted({s.id for f in task.reads for s in own.origins.get(f, [])}) if own else []
+        missing = lacks(own, task.reads, task.languages) if own is not None else []
+        if own is not None and not missing and not task.build(own, 1, 0, patience=200):
+            missing = ["records it can draw from: the fields it uses are empty or of another annotation scheme"]
+        rows.append(
+            {
+                "name": task.name,
+                "capability": task.capability.value,
+                "track": task.capability.track,
+                "task_type": task.task_type.value,
+                "metric": task.metric.value,
+                "languages": list(task.languages),
+                "sources": list(task.sources),
+                "licences": list(task.licences),
+                "has_data": shipped or (own is not None and not missing),
+                "has_shipped_data": shipped,
+                "own_sources": feeding if own is not None and not missing else [],
+                "needs": missing,  # what your sources files would have to give
+                "description": task.description,
+            }
+        )
     if as_json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return
     table = Table(title=f"shoptune subtasks ({sum(r['has_data'] for r in rows)} of {len(rows)} with data in {raw_dir})")
     for column in ("capability", "subtask", "type", "metric", "languages", "sources", "licence", "data"):
         table.add_column(column, no_wrap=column in ("capability", "subtask"))
-    for task, row in zip(all_subtasks().values(), rows, strict=True):
+    for row in rows:
         table.add_row(
-            task.capability.short,
+            Capability(row["capability"]).short,
             row["name"],
             row["task_type"],
             row["metric"],
             ",".join(row["languages"]),
-            ", ".join(row["sources"]),
-            task.licence,
+            ", ".join(row["sources"]) + (f" + yours: {', '.join(row['own_sources'])}" if row["own_sources"] else ""),
+            "+".join(row["licences"]),
             "yes" if row["has_data"] else "no",
         )
     Console().print(table)
@@ -307,7 +323,6 @@ def data_build(
     from shoptune.config import load_config
     from shoptune.data.build import build_mixture
     from shoptune.data.spec import MixtureSpec
-    from shoptune.tasks.catalog import all_subtasks
 
     settings = load_config(MixtureSpec, spec)
     info = build_mixture(settings, out, workers=workers, progress=progress)
@@ -317,15 +332,16 @@ def data_build(
     for column in ("capability", "subtask", "task type", "metric"):
         table.add_column(column)
     table.add_column("train", justify="right")
-    subtasks = all_subtasks()
+    subtasks = settings.known_subtasks()
     for name, n in info["by_subtask"].items():
-        task = subtasks[name]  # extra examples are kept only for selected, registered subtasks
+        task = subtasks[name]  # extra examples are kept only for selected, known subtasks
         table.add_row(task.capability.short, name, task.task_type.value, task.metric.value, str(n))
     Console().print(table)
     for key in ("by_capability", "by_task_type", "by_language", "removed", "prompt_length"):
         console.print(f"{key}: " + ", ".join(f"{k} {v}" for k, v in info[key].items()))
     if info["subtasks_without_data"]:
-        console.print(f"without data (add their source under raw_dir): {', '.join(info['subtasks_without_data'])}")
+        where = "add their source under raw_dir, or a sources-file entry that feeds them"
+        console.print(f"without data ({where}): {', '.join(info['subtasks_without_data'])}")
     console.print(f"wrote {out} (load with datasets.load_from_disk) and {out / 'manifest.json'}")
 
 
@@ -335,11 +351,18 @@ def data_heldout(
     raw_dir: Annotated[Path, typer.Option(help="raw data folder")] = Path("data/raw"),
     per_subtask: Annotated[int, typer.Option(min=1, help="questions per subtask")] = 100,
     seed: Annotated[int, typer.Option(help="draws the questions")] = 0,
+    sources: Annotated[
+        list[Path] | None,
+        typer.Option(help="build it from the held-out part of your own tables (a sources file) instead of raw_dir"),
+    ] = None,
 ) -> None:
     """Build the held-out benchmark from raw data no mixture trains on, worded with the reserved paraphrases."""
-    from shoptune.data.heldout import build_heldout, write_heldout
+    from shoptune.data.heldout import build_heldout, build_own_heldout, write_heldout
 
-    examples, info = build_heldout(raw_dir, per_subtask, seed)
+    if sources:
+        examples, info = build_own_heldout(list(sources), per_subtask, seed)
+    else:
+        examples, info = build_heldout(raw_dir, per_subtask, seed)
     manifest = write_heldout(examples, info, out)
     for key in ("by_track", "by_task_type", "by_subtask"):
         console.print(f"{key}: " + ", ".join(f"{k} {v}" for k, v in info[key].items()))

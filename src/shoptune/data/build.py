@@ -34,10 +34,18 @@ from shoptune.data.spec import MixtureSpec
 from shoptune.errors import ShoptuneError
 from shoptune.hub import tiny_model_path
 from shoptune.locks import waiting, writing
-from shoptune.schema import arrow_schema, atomic_write_text, folder_in_place, read_examples, read_utf8, to_table
+from shoptune.schema import (
+    Example,
+    arrow_schema,
+    atomic_write_text,
+    folder_in_place,
+    read_examples,
+    read_utf8,
+    to_table,
+)
+from shoptune.sources.mapped import MappedSource, lacks, load_sources, own_corpus, provenance
 from shoptune.sources.records import RawCorpus
 from shoptune.sources.registry import LICENCES, file_hash, load_raw, present_sources
-from shoptune.tasks.catalog import all_subtasks
 from shoptune.tasks.registry import Subtask
 
 SAMPLED_LENGTHS = 20_000  # prompts measured for the manifest's length statistics
@@ -46,22 +54,40 @@ PARALLEL_FROM = 50_000  # examples asked for, from which worker processes pay fo
 
 @dataclass(frozen=True)
 class Part:
-    """The examples of one subtask (`built`: split and sized by the spec) or of one extra-examples file
-    (all to train), as a table, with what cleaning needs of them."""
+    """The examples of one subtask from one kind of data (`built`: split and sized by the spec) or of one
+    extra-examples file (all to train), as a table, with what cleaning needs of them."""
 
     name: str
     built: bool
     table: pa.Table
     fingerprints: Fingerprints
     sources: dict[str, str]
+    size: int = 0  # training examples wanted, for a built part
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What one part is made from: a subtask on the shipped raw data, a subtask on a sources file, or a file of
+    extra examples."""
+
+    task: str | None
+    sources_file: str | None = None
+    extra: str | None = None
+
+    @property
+    def name(self) -> str:
+        if self.extra is not None:
+            return self.extra
+        return f"{self.task}@{self.sources_file}" if self.sources_file else str(self.task)
 
 
 class PartMaker:
-    """Builds parts, loading the raw corpus and the evaluation sets once per process."""
+    """Builds parts, loading the raw corpus, the shop's own tables and the evaluation sets once per process."""
 
     def __init__(self, spec: MixtureSpec) -> None:
         self.spec = spec
         self._corpus: RawCorpus | None = None
+        self._own: dict[str, RawCorpus] = {}
         self._contamination: Contamination | None = None
 
     def corpus(self) -> RawCorpus:
@@ -69,23 +95,57 @@ class PartMaker:
             self._corpus = load_raw(self.spec.raw_dir)
         return self._corpus
 
+    def own(self, sources_file: str) -> RawCorpus:
+        if sources_file not in self._own:
+            self._own[sources_file] = own_corpus(allowed_sources(self.spec, Path(sources_file)))
+        return self._own[sources_file]
+
     def contamination(self) -> Contamination | None:
         if self._contamination is None and self.spec.decontaminate:
             examples = (ex for path in self.spec.decontaminate for ex in read_examples(path))
             self._contamination = Contamination(examples, self.spec.ngram)
         return self._contamination
 
-    def __call__(self, unit: tuple[str, bool]) -> Part:
-        name, built = unit
+    def __call__(self, unit: Unit) -> Part:
         spec = self.spec
-        if built:
-            task = all_subtasks()[name]
-            examples = task.build(self.corpus(), spec.size_of(name) + spec.validation_per_subtask, spec.seed)
+        if unit.extra is not None:
+            examples = extra_examples(spec, Path(unit.extra))
+            return Part(unit.name, False, to_table(examples), fingerprint(examples, self.contamination()), {})
+        assert unit.task is not None
+        task = spec.known_subtasks()[unit.task]
+        size = spec.size_of(task.name)
+        if unit.sources_file is None:
+            corpus = self.corpus()
+            examples = task.build(corpus, size + spec.validation_per_subtask, spec.seed)
         else:
-            selected = {task.name for task in spec.selected()}
-            examples = [ex for ex in read_examples(Path(name)) if ex.task_name in selected and spec.allows(ex.licence)]
-        sources = self.corpus().sources if built else {}
-        return Part(name, built, to_table(examples), fingerprint(examples, self.contamination()), sources)
+            corpus = self.own(unit.sources_file)
+            carried = provenance(corpus, task.reads)
+            weight = min(spec.source_weights.get(ident, 1.0) for ident in carried["source"].split("+"))
+            size = max(1, round(size * weight))
+            built = task.build(corpus, size + spec.validation_per_subtask, spec.seed)
+            examples = [ex.model_copy(update=carried) for ex in built]
+        table = to_table(examples)
+        return Part(unit.name, True, table, fingerprint(examples, self.contamination()), corpus.sources, size)
+
+
+def allowed_sources(spec: MixtureSpec, sources_file: Path) -> list[MappedSource]:
+    """A sources file's entries whose licence the spec allows."""
+    return [s for s in load_sources(sources_file) if spec.allows(s.licence.id)]
+
+
+def extra_examples(spec: MixtureSpec, path: Path) -> list[Example]:
+    """The examples of a file that belong to the spec's subtasks and licences; an example of a subtask that does
+    not exist is an error, never dropped in silence."""
+    known = spec.known_subtasks()
+    examples = read_examples(path)
+    unknown = sorted({ex.task_name for ex in examples if ex.task_name not in known})
+    if unknown:
+        raise ShoptuneError(
+            f"{path}: examples of unknown subtask(s) {', '.join(unknown)}; `shoptune tasks list` shows them "
+            "(your own data becomes a subtask through a sources file, see the README's 'Your own data')"
+        )
+    wanted = {task.name for task in spec.candidates()}
+    return [ex for ex in examples if ex.task_name in wanted and spec.allows(ex.licence)]
 
 
 _maker: PartMaker | None = None  # in a worker process
@@ -96,7 +156,7 @@ def _start_worker(spec: MixtureSpec) -> None:
     _maker = PartMaker(spec)
 
 
-def _make_in_worker(unit: tuple[str, bool]) -> Part:
+def _make_in_worker(unit: Unit) -> Part:
     assert _maker is not None
     return _maker(unit)
 
@@ -105,9 +165,11 @@ def make_parts(spec: MixtureSpec, workers: int | None, progress: bool) -> list[P
     """Every subtask's part, then every extra file's, in that order whatever the number of workers (so
     the output does not depend on it); parts are made in parallel worker processes when there are many
     examples to make."""
-    units = [(task.name, True) for task in with_data(spec)] + [(str(p), False) for p in spec.extra_examples]
+    units = [Unit(task.name) for task in with_data(spec)]
+    units += [Unit(task.name, str(file)) for file, tasks in own_data(spec).items() for task in tasks]
+    units += [Unit(None, extra=str(p)) for p in spec.extra_examples]
     if workers is None:
-        wanted = sum(spec.size_of(task.name) for task in with_data(spec))
+        wanted = sum(spec.size_of(unit.task) for unit in units if unit.task is not None)
         workers = min(available_cpus(), len(units)) if wanted >= PARALLEL_FROM else 1
     bar = tqdm(total=len(units), desc="building", unit="part", disable=not progress, file=sys.stderr)
     with bar:
@@ -133,8 +195,19 @@ def make_parts(spec: MixtureSpec, workers: int | None, progress: bool) -> list[P
 
 def with_data(spec: MixtureSpec) -> list[Subtask]:
     """The selected subtasks whose sources are all under the spec's raw folder (as each subtask declares)."""
+    if not spec.selected():
+        return []
     present = present_sources(spec.raw_dir)
     return [task for task in spec.selected() if set(task.sources) <= present]
+
+
+def own_data(spec: MixtureSpec) -> dict[Path, list[Subtask]]:
+    """Per sources file, the spec's subtasks that its entries (those with an allowed licence) feed."""
+    fed = {}
+    for file in spec.sources:
+        corpus = own_corpus(allowed_sources(spec, file))
+        fed[file] = [task for task in spec.candidates() if not lacks(corpus, task.reads, task.languages)]
+    return fed
 
 
 def available_cpus() -> int:
@@ -160,7 +233,7 @@ def split(spec: MixtureSpec, parts: Sequence[Part]) -> tuple[dict[str, pa.Table]
         random.Random(f"{spec.seed}:split:{part.name}").shuffle(kept)
         n_val = min(spec.validation_per_subtask, len(kept) // 5)
         validation.extend(kept[:n_val])
-        size = spec.size_of(part.name)
+        size = part.size
         rows = kept[n_val : n_val + size]
         if spec.repeat and rows and len(rows) < size:
             rows = rows + random.Random(f"{spec.seed}:repeat:{part.name}").choices(rows, k=size - len(rows))
@@ -188,7 +261,11 @@ def token_lengths(texts: list[str]) -> tuple[str, list[int]]:
 
 
 def manifest(
-    spec: MixtureSpec, splits: dict[str, pa.Table], removed: dict[str, int], sources: dict[str, str]
+    spec: MixtureSpec,
+    splits: dict[str, pa.Table],
+    removed: dict[str, int],
+    sources: dict[str, str],
+    own_licences: dict[str, bool] | None = None,
 ) -> dict[str, Any]:
     train = splits["train"]
     # Lengths of a fixed sample: exact enough for a summary, and a million prompts would take minutes.
@@ -214,9 +291,9 @@ def manifest(
         "by_source": count("source"),
         "by_licence": count("licence"),
         "licences": {
-            ident: {"name": LICENCES[ident].name, "commercial_use": LICENCES[ident].commercial}
+            ident: licence_record(ident, own_licences or {})
             for ident in sorted({part for licence in count("licence") for part in licence.split("+")})
-            if ident in LICENCES
+            if ident in LICENCES or ident in (own_licences or {})
         },
         "prompt_length": {
             "unit": unit,
@@ -227,10 +304,23 @@ def manifest(
             "max": lengths[-1] if lengths else 0,
         },
         "removed": removed,
-        "subtasks_without_data": sorted({t.name for t in spec.selected()} - {t.name for t in with_data(spec)}),
+        "subtasks_without_data": without_data(spec),
         "inputs_sha256": inputs,
         "spec": json.loads(json.dumps(spec.model_dump(mode="json"))),
     }
+
+
+def without_data(spec: MixtureSpec) -> list[str]:
+    """The subtasks asked for that neither the raw folder nor a sources file feeds."""
+    wanted = {t.name for t in spec.selected()} | ({t.name for t in spec.candidates()} if spec.sources else set())
+    fed = {t.name for t in with_data(spec)} | {t.name for tasks in own_data(spec).values() for t in tasks}
+    return sorted(wanted - fed)
+
+
+def licence_record(ident: str, own: dict[str, bool]) -> dict[str, Any]:
+    if ident in LICENCES:
+        return {"name": LICENCES[ident].name, "commercial_use": LICENCES[ident].commercial}
+    return {"name": f"{ident} (declared in a sources file)", "commercial_use": own[ident]}
 
 
 def save(splits: dict[str, pa.Table], info: dict[str, Any], spec: MixtureSpec, out: Path) -> None:
@@ -241,9 +331,10 @@ def save(splits: dict[str, pa.Table], info: dict[str, Any], spec: MixtureSpec, o
         # The build is a pure function of the manifest (spec, input hashes, version), so a fingerprint
         # drawn from it, unlike datasets' random one, keeps the saved files byte-identical across runs.
         identity = json.dumps(info, sort_keys=True)
-        parts = {
+        parts = {  # an empty split is left out: datasets cannot load one back
             name: datasets.Dataset(table, fingerprint=hashlib.sha256(f"{identity}:{name}".encode()).hexdigest()[:16])
             for name, table in splits.items()
+            if len(table)
         }
         datasets.DatasetDict(parts).save_to_disk(str(tmp))
         atomic_write_text(tmp / "manifest.json", json.dumps(info, indent=2, ensure_ascii=False) + "\n")
@@ -263,8 +354,9 @@ def build_mixture(
         splits, removed = split(spec, parts)
         if not len(splits["train"]):
             raise ShoptuneError(f"mixture {spec.name!r} is empty: the raw data yields no examples for its subtasks")
-        sources = next((p.sources for p in parts if p.built), {})
-        info = manifest(spec, splits, removed, sources)
+        sources = {name: digest for p in parts if p.built for name, digest in p.sources.items()}
+        own = {s.licence.id: s.licence.commercial for file in spec.sources for s in load_sources(file)}
+        info = manifest(spec, splits, removed, sources, own)
         save(splits, info, spec, out)
     return info
 

@@ -17,9 +17,10 @@ from typing import Any
 from shoptune import __version__
 from shoptune.errors import ShoptuneError
 from shoptune.schema import Example, atomic_write_text, write_jsonl
+from shoptune.sources.mapped import lacks, load_sources, own_corpus, provenance
 from shoptune.sources.partition import HELDOUT_PERCENT, HELDOUT_SUBTREES_PERCENT
 from shoptune.sources.registry import MATCHING_SPLITS, load_raw
-from shoptune.tasks.catalog import all_subtasks
+from shoptune.tasks.catalog import all_subtasks, declared_subtasks
 
 DEFAULT_PATH = Path("data/heldout/heldout.jsonl")
 PER_SUBTASK = 100
@@ -64,6 +65,48 @@ def build_heldout(raw_dir: Path, per_subtask: int = PER_SUBTASK, seed: int = 0) 
         "inputs_sha256": dict(sorted(corpus.sources.items())),
     }
     return examples, info
+
+
+def build_own_heldout(
+    files: list[Path], per_subtask: int = PER_SUBTASK, seed: int = 0
+) -> tuple[list[Example], dict[str, Any]]:
+    """Your held-out benchmark: the held-out part of your tables (by each entry's grouping key), every subtask it
+    feeds, worded with the reserved paraphrases; no mixture reads these records."""
+    examples: list[Example] = []
+    hashes: dict[str, str] = {}
+    keys: dict[str, str] = {}
+    for file in files:
+        sources = load_sources(file, "heldout")
+        corpus = own_corpus(sources)
+        hashes.update(corpus.sources)
+        keys.update({s.id: f"{s.kind}: {s.heldout_key} ({s.heldout_share:.0%} of groups)" for s in sources})
+        for task in {**all_subtasks(), **declared_subtasks([file])}.values():
+            if not lacks(corpus, task.reads, task.languages):
+                built = task.for_heldout().build(corpus, per_subtask, seed)
+                carried = provenance(corpus, task.reads)
+                examples.extend(ex.model_copy(update=carried) for ex in built)
+    if not examples:
+        raise ShoptuneError(f"{', '.join(map(str, files))}: the held-out part of your tables yields no questions")
+    info = {
+        "shoptune": __version__,
+        "questions": len(examples),
+        "per_subtask": per_subtask,
+        "seed": seed,
+        **{key: dict(sorted(Counter(str(getattr(ex, f)) for ex in examples).items())) for key, f in COUNTED.items()},
+        "held_out_by": keys,
+        "inputs_sha256": dict(sorted(hashes.items())),
+    }
+    return examples, info
+
+
+COUNTED = {
+    "by_subtask": "task_name",
+    "by_task_type": "task_type",
+    "by_track": "track",
+    "by_language": "language",
+    "by_source": "source",
+    "by_licence": "licence",
+}
 
 
 def write_heldout(examples: list[Example], info: dict[str, Any], out: Path) -> Path:

@@ -7,8 +7,9 @@ from pathlib import Path
 from pydantic import Field, model_validator
 
 from shoptune.config import StrictConfig
+from shoptune.sources.mapped import raw_entries
 from shoptune.sources.registry import LICENCES
-from shoptune.tasks.catalog import all_subtasks
+from shoptune.tasks.catalog import all_subtasks, declared_subtasks
 from shoptune.tasks.registry import Capability, Subtask, licence_allows
 
 
@@ -46,10 +47,15 @@ class MixtureSpec(StrictConfig):
     # An allow-list of licence ids (`shoptune tasks list` shows each subtask's): subtasks with data under any
     # other licence are left out, and so are extra examples that do not carry an allowed one. None: any licence.
     licences: list[str] | None = None
+    # A shop's own tables (sources files, see sources.mapped): every selected subtask they feed is built from them
+    # too, as a part of its own that carries the entries' source ids and licences.
+    sources: list[Path] = Field(default_factory=list)
+    source_weights: dict[str, float] = Field(default_factory=dict)  # source id -> multiplier of its parts' size
+    own_data_only: bool = False  # build from the sources files alone, not from raw_dir
 
     @model_validator(mode="after")
     def _known_subtasks(self) -> MixtureSpec:
-        known = all_subtasks()
+        known = self.known_subtasks()
         for name in [*(self.subtasks or []), *self.weights]:
             if name not in known:
                 raise ValueError(f"unknown subtask {name!r}; `shoptune tasks list` shows them")
@@ -59,21 +65,35 @@ class MixtureSpec(StrictConfig):
         outside = [n for n in self.subtasks or [] if known[n].capability not in self.capabilities]
         if outside:
             raise ValueError(f"subtasks {outside} belong to capabilities not selected")
-        unknown = sorted(set(self.licences or []) - set(LICENCES))
+        unknown = sorted(set(self.licences or []) - set(LICENCES) - own_licence_ids(self.sources))
         if unknown:
             raise ValueError(f"unknown licence(s) {unknown}; expected ids among {sorted(LICENCES)}")
         return self
 
     def selected(self) -> list[Subtask]:
-        """The subtasks the spec asks for, within its licences."""
-        chosen = [t for t in all_subtasks().values() if t.capability in self.capabilities]
-        if self.subtasks is not None:
-            chosen = [t for t in chosen if t.name in self.subtasks]
-        return [t for t in chosen if self.allows(t.licence)]
+        """The subtasks the spec asks for, within its licences, built from the shipped raw data."""
+        if self.own_data_only:
+            return []
+        return [t for t in self.candidates() if t.sources and self.allows(t.licence)]
 
     def allows(self, licence: str | None) -> bool:
         """Whether data under this licence may join the mixture (data without one only when any licence may)."""
         return self.licences is None or (licence is not None and licence_allows(licence, self.licences))
 
+    def known_subtasks(self) -> dict[str, Subtask]:
+        """shoptune's subtasks and those the spec's sources files declare for instruction data."""
+        return {**all_subtasks(), **declared_subtasks(self.sources)}
+
+    def candidates(self) -> list[Subtask]:
+        """The subtasks the spec asks for, whatever their data's licence (own data carries its own)."""
+        chosen = [t for t in self.known_subtasks().values() if t.capability in self.capabilities]
+        return [t for t in chosen if t.name in self.subtasks] if self.subtasks is not None else chosen
+
     def size_of(self, subtask: str) -> int:
         return max(1, round(self.examples_per_subtask * self.weights.get(subtask, 1.0)))
+
+
+def own_licence_ids(files: list[Path]) -> set[str]:
+    """The licence ids that sources files declare (read without reading their tables)."""
+    licences = (entry.get("licence") for entry in raw_entries(files))
+    return {lic["id"] for lic in licences if isinstance(lic, dict) and isinstance(lic.get("id"), str)}

@@ -151,8 +151,10 @@ class RawCorpus:
     attribute_sentences: list[AttributeSentence] = field(default_factory=list)
     review_sentences: list[ReviewSentence] = field(default_factory=list)
     queries: list[SearchQuery] = field(default_factory=list)
+    instructions: dict[str, list[tuple[str, Any]]] = field(default_factory=dict)  # declared subtask -> (prompt, output)
     sources: dict[str, str] = field(default_factory=dict)  # file, relative to the raw folder -> content hash
     present: set[str] = field(default_factory=set)  # ids of the sources found (see sources.registry)
+    origins: dict[str, list[Any]] = field(default_factory=dict)  # a shop's own data: field -> its sources (mapped)
     _memo: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def derived(self, name: str, compute: Callable[[RawCorpus], T]) -> T:

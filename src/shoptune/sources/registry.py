@@ -167,6 +167,7 @@ class RawSource:
     licence: str  # a LICENCES id
     citation: str
     ships: bool  # under data/raw; the others a user adds in their published format
+    fills: tuple[str, ...]  # the RawCorpus fields its reader fills (a shop's own tables fill the same ones)
     parts: tuple[Part, ...] = ("train", "heldout")  # a source whose reader keeps no items apart: ("train",)
 
 
@@ -179,6 +180,7 @@ SOURCES: tuple[RawSource, ...] = (
         "none-stated",
         "Google product taxonomy, en-US 2021-09-21 and de-DE 2015-02-19",
         ships=True,
+        fills=("categories",),
     ),
     RawSource(
         "google-taxonomy-2015",
@@ -188,6 +190,7 @@ SOURCES: tuple[RawSource, ...] = (
         "none-stated",
         "Google product taxonomy 2015-02-19 in en, de, es, fr, it, ja (via github.com/idy/google-taxonomy-go)",
         ships=True,
+        fills=("parallel_categories",),
     ),
     RawSource(
         "product-matching",
@@ -197,6 +200,7 @@ SOURCES: tuple[RawSource, ...] = (
         "research-only",
         "Magellan (Walmart-Amazon, Amazon-Google) and WDC product matching, as shipped in megagonlabs/ditto",
         ships=True,
+        fills=("pairs",),
     ),
     RawSource(
         "contextual-product-qa",
@@ -206,6 +210,7 @@ SOURCES: tuple[RawSource, ...] = (
         "CDLA-Sharing-1.0",
         "Shen et al., semiPQA / hetPQA / ePQA (ECNLP 2022, ACL 2023 industry), amazon-science/contextual-product-qa",
         ships=True,
+        fills=("evidence", "attribute_sentences"),
     ),
     RawSource(
         "amazon-multilingual-counterfactual",
@@ -215,6 +220,7 @@ SOURCES: tuple[RawSource, ...] = (
         "CC-BY-NC-4.0",
         "O'Neill et al., EMNLP 2021, amazon-science/amazon-multilingual-counterfactual-dataset",
         ships=True,
+        fills=("review_sentences",),
     ),
     RawSource(
         "wands",
@@ -224,6 +230,7 @@ SOURCES: tuple[RawSource, ...] = (
         "MIT",
         "Chen et al., WANDS: Wayfair ANnotation DataSet, ECIR 2022, wayfair/WANDS (queries)",
         ships=True,
+        fills=("queries",),
     ),
     RawSource(
         "amazon-esci",
@@ -233,6 +240,7 @@ SOURCES: tuple[RawSource, ...] = (
         "Apache-2.0",
         "Reddy et al., Shopping Queries Dataset (ESCI), amazon-science/esci-data",
         ships=False,
+        fills=("judgments",),
         parts=("train",),
     ),
     RawSource(
@@ -243,6 +251,7 @@ SOURCES: tuple[RawSource, ...] = (
         "unverified",
         "Jin et al., Amazon-M2, KDD Cup 2023",
         ships=False,
+        fills=("sessions", "catalogue"),
         parts=("train",),
     ),
     RawSource(
@@ -253,6 +262,7 @@ SOURCES: tuple[RawSource, ...] = (
         "unverified",
         "Hou et al., Amazon Reviews 2023 (McAuley lab)",
         ships=False,
+        fills=("reviews",),
         parts=("train",),
     ),
     RawSource(
@@ -263,6 +273,7 @@ SOURCES: tuple[RawSource, ...] = (
         "unverified",
         "Yang et al., MAVE, WSDM 2022, google-research-datasets/MAVE",
         ships=False,
+        fills=("attributes",),
         parts=("train",),
     ),
 )

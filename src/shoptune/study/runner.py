@@ -63,7 +63,8 @@ def mixture_for(cell: Cell, out: Path) -> Path:
     if not (folder / "validation.jsonl").is_file():  # cells racing here write the same bytes, atomically
         import datasets
 
-        validation = datasets.load_from_disk(str(folder))["validation"]
+        saved = datasets.load_from_disk(str(folder))
+        validation = saved.get("validation", [])  # none when validation_per_subtask is 0
         write_jsonl(folder / "validation.jsonl", (from_row(row).to_json() for row in validation))
     return folder
 

@@ -248,6 +248,7 @@ def attribute_value_extraction(task: Subtask, corpus: RawCorpus, rng: random.Ran
     task_type=TaskType.GENERATION,
     metric=Metric.ROUGE_L,
     sources=("contextual-product-qa",),
+    reads=("attribute_sentences",),
     description="state a product attribute as the sentence a shopper reads (semiPQA data-to-text, hand-written)",
     templates=[
         "Instructions: Write one sentence that states this product attribute for a shopper.\n"

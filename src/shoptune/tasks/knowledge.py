@@ -160,6 +160,7 @@ def questions_of(corpus: RawCorpus, dataset: str) -> list[list[Evidence]]:
     task_type=TaskType.MULTIPLE_CHOICE,
     metric=Metric.ACCURACY,
     sources=("contextual-product-qa",),
+    reads=("evidence",),
     description="pick the product attribute that answers a shopper's question (semiPQA attribute ranking)",
     templates=[
         "A shopper asks about a product: '{question}'\nWhich of the product's attributes answers the question?",
@@ -193,6 +194,7 @@ def attribute_answer_choice(task: Subtask, corpus: RawCorpus, rng: random.Random
     task_type=TaskType.MULTIPLE_CHOICE,
     metric=Metric.ACCURACY,
     sources=("contextual-product-qa",),
+    reads=("evidence",),
     description="decide whether a piece of product-page evidence helps answer a question (hetPQA, labelled)",
     templates=[
         "Question about a product: {question}\nEvidence ({kind}): {evidence}\nDoes this evidence help answer the "
@@ -223,6 +225,7 @@ def evidence_relevance(task: Subtask, corpus: RawCorpus, rng: random.Random) -> 
     task_type=TaskType.RANKING,
     metric=Metric.NDCG,
     sources=("contextual-product-qa",),
+    reads=("evidence",),
     description="rank five pieces of product-page evidence by how well they answer a question (ePQA, graded)",
     templates=[
         "Instructions: A shopper asks about '{title}': {question}\nRank the five pieces of evidence below by how "
@@ -257,6 +260,7 @@ def evidence_ranking(task: Subtask, corpus: RawCorpus, rng: random.Random) -> Ex
     task_type=TaskType.GENERATION,
     metric=Metric.SENT_TRANSFORMER,
     sources=("contextual-product-qa",),
+    reads=("evidence",),
     description="answer a product question from one piece of evidence (hetPQA answer generation, hand-written)",
     templates=[
         "Instructions: Answer the shopper's question in one sentence, using only the evidence.\n"
@@ -284,6 +288,7 @@ def answer_from_evidence(task: Subtask, corpus: RawCorpus, rng: random.Random) -
     task_type=TaskType.GENERATION,
     metric=Metric.SENT_TRANSFORMER,
     sources=("contextual-product-qa",),
+    reads=("evidence",),
     description="answer a question about a named product from the evidence that fully answers it (ePQA)",
     templates=[
         "Instructions: Answer the question about the product in one sentence, based on the information given.\n"

@@ -20,6 +20,7 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
+from shoptune.errors import ShoptuneError
 from shoptune.metrics import METRICS
 from shoptune.schema import Example, Metric, TaskType
 from shoptune.sources.records import RawCorpus
@@ -68,6 +69,15 @@ class Capability(StrEnum):
         "shoptune.tasks.multilingual",
     )
 
+    @classmethod
+    def named(cls, name: str) -> Capability:
+        """A capability by its name, short name or ShopBench track id."""
+        for capability in cls:
+            if name in (capability.value, capability.short, capability.track):
+                return capability
+        known = ", ".join(c.short for c in cls)
+        raise ShoptuneError(f"unknown capability {name!r}; expected one of {known} (or the long or track name)")
+
 
 def short_name(track: str) -> str:
     """A ShopBench track id as tables show it ("concepts"); a track shoptune does not know keeps its id."""
@@ -95,6 +105,14 @@ class Subtask:
     templates: tuple[str, ...]  # the last one is reserved for the held-out benchmark
     draw: Builder  # one example from a random draw, or None when the draw does not fit
     heldout: bool = False  # draws use the reserved paraphrase instead of the training ones
+    # The RawCorpus fields its draws read (default: all those its sources fill): a shop's own tables that fill
+    # them feed it too.
+    reads: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.reads:
+            fills = [field for s in self.sources for field in SOURCE_BY_ID[s].fills]
+            object.__setattr__(self, "reads", tuple(dict.fromkeys(fills)))
 
     @cached_property
     def source(self) -> str:
@@ -165,6 +183,7 @@ def subtask(
     description: str,
     templates: Sequence[str],
     languages: Sequence[str] = ("en",),
+    reads: Sequence[str] = (),
 ) -> Callable[[Builder], Builder]:
     """Register a builder as a subtask; at least three paraphrased instructions keep prompts varied (two for
     training, the last for the held-out benchmark)."""
@@ -180,7 +199,16 @@ def subtask(
         if name in _REGISTRY:
             raise ValueError(f"subtask {name} registered twice")
         _REGISTRY[name] = Subtask(
-            name, capability, task_type, metric, tuple(sources), tuple(languages), description, tuple(templates), draw
+            name,
+            capability,
+            task_type,
+            metric,
+            tuple(sources),
+            tuple(languages),
+            description,
+            tuple(templates),
+            draw,
+            reads=tuple(reads),
         )
         return draw
 
