@@ -553,7 +553,11 @@ def main() -> None:
         # Not standalone: typer would turn Ctrl-C into a silent exit 130 before it reached this function.
         code = app(standalone_mode=False)
     except ShoptuneError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        if getattr(exc, "together", False):  # every process of a launch raised it: they leave together
+            from shoptune.train.distributed import leave
+
+            leave()
         sys.exit(2)
     except typer.TyperException as exc:  # a usage error: an unknown option, a missing argument
         show = getattr(exc, "show", None)

@@ -122,12 +122,15 @@ def agree(decide: Callable[[], T]) -> T:
             outcome, failure = [("error", f"the main process failed: {type(exc).__name__}: {exc}")], exc
     broadcast_object_list(outcome, from_process=0)
     kind, value = outcome[0]
-    if failure is not None or kind == "error":
-        leave()
     if failure is not None:
+        leave()
         raise failure
     if kind == "error":
-        raise ShoptuneError(value)
+        # Every process raises it; the CLI prints it, then leaves with the others (`leave`), so that no process
+        # ends (and has the launcher stop the rest) before each has said why.
+        error = ShoptuneError(value)
+        error.together = True  # type: ignore[attr-defined]
+        raise error
     return value
 
 
