@@ -226,6 +226,12 @@ def test_extra_examples_of_an_unknown_subtask_are_refused_not_dropped(tmp_path, 
     )
     with pytest.raises(ShoptuneError, match=r"extra\.jsonl: examples of unknown subtask\(s\) my_own_subtask"):
         build_mixture(spec, tmp_path / "m")
+    for row in rows:  # a subtask shoptune has: kept, and counted under its capability
+        row["task_name"] = "category_parent"
+        row.pop("capability", None)
+    write_jsonl(tmp_path / "extra.jsonl", rows)
+    info = build_mixture(spec, tmp_path / "m")
+    assert info["by_capability"].get("None") is None and info["examples"]["train"] >= 1
 
 
 def test_instruction_rows_become_a_declared_subtask_in_mixtures_and_the_benchmark(tmp_path):

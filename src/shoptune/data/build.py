@@ -145,7 +145,12 @@ def extra_examples(spec: MixtureSpec, path: Path) -> list[Example]:
             "(your own data becomes a subtask through a sources file, see the README's 'Your own data')"
         )
     wanted = {task.name for task in spec.candidates()}
-    return [ex for ex in examples if ex.task_name in wanted and spec.allows(ex.licence)]
+    kept = [ex for ex in examples if ex.task_name in wanted and spec.allows(ex.licence)]
+    # ShopBench-format rows from elsewhere carry no capability: their subtask's, so the manifest counts them.
+    return [
+        ex if ex.capability else ex.model_copy(update={"capability": known[ex.task_name].capability.value})
+        for ex in kept
+    ]
 
 
 _maker: PartMaker | None = None  # in a worker process

@@ -36,6 +36,7 @@ from shoptune.errors import ShoptuneError
 from shoptune.metrics import Metric, TaskType
 from shoptune.schema import read_utf8
 from shoptune.sources import records
+from shoptune.sources.partition import Part
 from shoptune.sources.records import RawCorpus
 from shoptune.sources.registry import file_hash
 
@@ -79,7 +80,6 @@ DEFAULT_KEYS = {
     "search_query": "product_class",  # a product class with all its queries, as WANDS is held out
     "instructions": "prompt",
 }
-Part = typing.Literal["train", "heldout"]
 
 
 def in_heldout(ident: str, group: Any, share: float) -> bool:
@@ -138,7 +138,7 @@ class MappedSource:
 
     id: str
     kind: str
-    records: list[Any]
+    records: list[tuple[str | None, Any]]  # (the offer's id for kind offer, else None; the record)
     licence: EntryLicence
     language: str
     files: list[Path]
