@@ -84,10 +84,10 @@ class Unit:
 class PartMaker:
     """Builds parts, loading the raw corpus, the shop's own tables and the evaluation sets once per process."""
 
-    def __init__(self, spec: MixtureSpec) -> None:
+    def __init__(self, spec: MixtureSpec, own: dict[Path, RawCorpus] | None = None) -> None:
         self.spec = spec
         self._corpus: RawCorpus | None = None
-        self._own: dict[str, RawCorpus] = {}
+        self._own: dict[str, RawCorpus] = {str(file): corpus for file, corpus in (own or {}).items()}
         self._contamination: Contamination | None = None
 
     def corpus(self) -> RawCorpus:
@@ -166,12 +166,15 @@ def _make_in_worker(unit: Unit) -> Part:
     return _maker(unit)
 
 
-def make_parts(spec: MixtureSpec, workers: int | None, progress: bool) -> list[Part]:
+def make_parts(
+    spec: MixtureSpec, workers: int | None, progress: bool, own: dict[Path, RawCorpus] | None = None
+) -> list[Part]:
     """Every subtask's part, then every extra file's, in that order whatever the number of workers (so
     the output does not depend on it); parts are made in parallel worker processes when there are many
-    examples to make."""
+    examples to make. `own`: the sources files' corpora, when the caller has read them already."""
+    own = own_corpora(spec) if own is None else own
     units = [Unit(task.name) for task in with_data(spec)]
-    units += [Unit(task.name, str(file)) for file, tasks in own_data(spec).items() for task in tasks]
+    units += [Unit(task.name, str(file)) for file, tasks in own_data(spec, own).items() for task in tasks]
     units += [Unit(None, extra=str(p)) for p in spec.extra_examples]
     if workers is None:
         wanted = sum(spec.size_of(unit.task) for unit in units if unit.task is not None)
@@ -179,7 +182,7 @@ def make_parts(spec: MixtureSpec, workers: int | None, progress: bool) -> list[P
     bar = tqdm(total=len(units), desc="building", unit="part", disable=not progress, file=sys.stderr)
     with bar:
         if workers <= 1:
-            maker, parts = PartMaker(spec), []
+            maker, parts = PartMaker(spec, own), []
             for unit in units:
                 parts.append(maker(unit))
                 bar.update(1)
@@ -200,19 +203,25 @@ def make_parts(spec: MixtureSpec, workers: int | None, progress: bool) -> list[P
 
 def with_data(spec: MixtureSpec) -> list[Subtask]:
     """The selected subtasks whose sources are all under the spec's raw folder (as each subtask declares)."""
-    if not spec.selected():
+    selected = spec.selected()
+    if not selected:  # own data only: the raw folder is not looked at
         return []
     present = present_sources(spec.raw_dir)
-    return [task for task in spec.selected() if set(task.sources) <= present]
+    return [task for task in selected if set(task.sources) <= present]
 
 
-def own_data(spec: MixtureSpec) -> dict[Path, list[Subtask]]:
-    """Per sources file, the spec's subtasks that its entries (those with an allowed licence) feed."""
-    fed = {}
-    for file in spec.sources:
-        corpus = own_corpus(allowed_sources(spec, file))
-        fed[file] = [task for task in spec.candidates() if not lacks(corpus, task.reads, task.languages)]
-    return fed
+def own_corpora(spec: MixtureSpec) -> dict[Path, RawCorpus]:
+    """Per sources file, the records of its entries whose licence the spec allows, read once per build."""
+    return {file: own_corpus(allowed_sources(spec, file)) for file in spec.sources}
+
+
+def own_data(spec: MixtureSpec, own: dict[Path, RawCorpus]) -> dict[Path, list[Subtask]]:
+    """Per sources file, the spec's subtasks that its records feed."""
+    candidates = spec.candidates()
+    return {
+        file: [task for task in candidates if not lacks(corpus, task.reads, task.languages)]
+        for file, corpus in own.items()
+    }
 
 
 def available_cpus() -> int:
@@ -270,8 +279,11 @@ def manifest(
     splits: dict[str, pa.Table],
     removed: dict[str, int],
     sources: dict[str, str],
-    own_licences: dict[str, bool] | None = None,
+    own: dict[Path, RawCorpus] | None = None,
 ) -> dict[str, Any]:
+    own = {} if own is None else own
+    # The licences the sources files declare (an id shoptune knows keeps its own description).
+    declared = {s.licence.id: s.licence.commercial for c in own.values() for fed in c.origins.values() for s in fed}
     train = splits["train"]
     # Lengths of a fixed sample: exact enough for a summary, and a million prompts would take minutes.
     sample = sorted(random.Random(f"{spec.seed}:lengths").sample(range(len(train)), min(len(train), SAMPLED_LENGTHS)))
@@ -296,9 +308,9 @@ def manifest(
         "by_source": count("source"),
         "by_licence": count("licence"),
         "licences": {
-            ident: licence_record(ident, own_licences or {})
+            ident: licence_record(ident, declared)
             for ident in sorted({part for licence in count("licence") for part in licence.split("+")})
-            if ident in LICENCES or ident in (own_licences or {})
+            if ident in LICENCES or ident in declared
         },
         "prompt_length": {
             "unit": unit,
@@ -309,16 +321,16 @@ def manifest(
             "max": lengths[-1] if lengths else 0,
         },
         "removed": removed,
-        "subtasks_without_data": without_data(spec),
+        "subtasks_without_data": without_data(spec, own),
         "inputs_sha256": inputs,
         "spec": json.loads(json.dumps(spec.model_dump(mode="json"))),
     }
 
 
-def without_data(spec: MixtureSpec) -> list[str]:
+def without_data(spec: MixtureSpec, own: dict[Path, RawCorpus]) -> list[str]:
     """The subtasks asked for that neither the raw folder nor a sources file feeds."""
     wanted = {t.name for t in spec.selected()} | ({t.name for t in spec.candidates()} if spec.sources else set())
-    fed = {t.name for t in with_data(spec)} | {t.name for tasks in own_data(spec).values() for t in tasks}
+    fed = {t.name for t in with_data(spec)} | {t.name for tasks in own_data(spec, own).values() for t in tasks}
     return sorted(wanted - fed)
 
 
@@ -355,12 +367,12 @@ def build_mixture(
         if out.exists() and not (out / "manifest.json").is_file():
             raise ShoptuneError(f"--out {out}: exists and is not a mixture folder; refusing to replace it")
         refuse_other_spec(out, spec, "a mixture built")
-        parts = make_parts(spec, workers, progress)
+        own = own_corpora(spec)  # each sources file read once, for the parts and the manifest
+        parts = make_parts(spec, workers, progress, own)
         splits, removed = split(spec, parts)
         if not len(splits["train"]):
             raise ShoptuneError(f"mixture {spec.name!r} is empty: the raw data yields no examples for its subtasks")
         sources = {name: digest for p in parts if p.built for name, digest in p.sources.items()}
-        own = {s.licence.id: s.licence.commercial for file in spec.sources for s in load_sources(file)}
         info = manifest(spec, splits, removed, sources, own)
         save(splits, info, spec, out)
     return info
