@@ -312,14 +312,16 @@ def test_your_held_out_part_never_reaches_a_mixture(kind):
 def test_the_shipped_example_benchmark_is_what_its_command_writes(tmp_path):
     from shoptune.data.heldout import build_own_heldout, write_heldout
 
-    examples, info = build_own_heldout([EXAMPLE / "sources.yaml"], per_subtask=16)
+    examples, info = build_own_heldout([EXAMPLE / "sources.yaml"], per_subtask=12)
     write_heldout(examples, info, tmp_path / "heldout.jsonl")
     assert (tmp_path / "heldout.jsonl").read_bytes() == (EXAMPLE / "heldout.jsonl").read_bytes()
 
 
 PLUGIN = """
-from shoptune.metrics import Metric
+from shoptune.metrics import Metric, MetricDef, register_metric
 from shoptune.schema import TaskType
+from shoptune.sources.records import SearchQuery
+from shoptune.sources.registry import Licence, RawSource, register_source
 from shoptune.tasks.registry import Capability, subtask
 
 
@@ -336,49 +338,140 @@ def draw(task, corpus, rng):
     a, b = rng.sample(corpus.pairs, 2)
     options = f"1. {a.left.title} 2. {b.left.title}"
     return task.example(task.template(rng, options=options), 1 if len(a.left.title) >= len(b.left.title) else 2)
+
+
+def exact_match(pred, truth):
+    return float(pred.strip().lower() == truth.strip().lower())
+
+
+register_metric("acme exact match", MetricDef(TaskType.GENERATION, score=exact_match))
+
+
+def read_synonyms(folder, part, corpus):
+    path = folder / "synonyms.txt"
+    for n, line in enumerate(path.read_text().splitlines()):
+        query, product_class = line.split("=>")
+        corpus.queries.append(SearchQuery(f"acme-{n}", query.strip(), product_class.strip()))
+    return [path]
+
+
+register_source(
+    RawSource(
+        "acme-synonyms", "acme", lambda folder: (folder / "synonyms.txt").is_file(), read_synonyms,
+        "acme-internal", "Acme's synonym list", ships=False, fills=("queries",), parts=("train",),
+    ),
+    licence=Licence("Acme internal", False, "ours"),
+)
+
+
+@subtask(
+    name="acme_query_class",
+    capability=Capability.BEHAVIOR,
+    task_type=TaskType.GENERATION,
+    metric="acme exact match",
+    sources=("acme-synonyms",),
+    description="a reader and a metric of one's own",
+    templates=["Class of {query}?", "What class is {query}?", "Name the class of {query}."],
+)
+def draw_class(task, corpus, rng):
+    item = rng.choice(corpus.queries)
+    return task.example(task.template(rng, query=item.query), item.product_class)
 """
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["entry point", "include path"])
-def test_a_subtask_from_outside_shoptune_is_listed_and_built(how, tmp_path):
+@pytest.mark.parametrize("how", ["shoptune.plugins", "shoptune.subtasks", "include path"])
+def test_a_subtask_metric_and_reader_from_outside_shoptune_are_listed_built_and_scored(how, tmp_path):
+    import os
     import subprocess
     import sys
 
     site = tmp_path / "site"
     (site / "acme_tasks-0.1.dist-info").mkdir(parents=True)
     (site / "acme_tasks.py").write_text(PLUGIN)
-    env = {**__import__("os").environ}
-    if how == "entry point":
+    env = {**os.environ}
+    if how == "include path":
+        env["SHOPTUNE_INCLUDE"] = str(site / "acme_tasks.py")
+    else:
         (site / "acme_tasks-0.1.dist-info" / "METADATA").write_text(
             "Metadata-Version: 2.1\nName: acme-tasks\nVersion: 0.1\n"
         )
-        (site / "acme_tasks-0.1.dist-info" / "entry_points.txt").write_text("[shoptune.subtasks]\nacme = acme_tasks\n")
+        (site / "acme_tasks-0.1.dist-info" / "entry_points.txt").write_text(f"[{how}]\nacme = acme_tasks\n")
         env["PYTHONPATH"] = str(site)
-    else:
-        env["SHOPTUNE_INCLUDE"] = str(site / "acme_tasks.py")
-    listed = subprocess.run(
-        [sys.executable, "-m", "shoptune", "tasks", "list", "--json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+    raw = tmp_path / "raw"
+    (raw / "acme").mkdir(parents=True)
+    (raw / "product-matching").symlink_to(ROOT / "data" / "raw" / "product-matching")
+    lines = [f"blue sofa {i} => sofas" if i % 2 else f"oak desk {i} => desks" for i in range(40)]
+    (raw / "acme" / "synonyms.txt").write_text("\n".join(lines) + "\n")
+
+    def shoptune(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "shoptune", *args]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+
+    listed = shoptune("tasks", "list", "--json", "--raw-dir", str(raw))
     assert listed.returncode == 0, listed.stderr
     rows = {r["name"]: r for r in json.loads(listed.stdout)}
-    assert rows["plugin_offer_title_length"]["has_data"]
+    assert rows["plugin_offer_title_length"]["has_data"] and rows["acme_query_class"]["has_data"]
+    assert rows["acme_query_class"]["metric"] == "acme exact match"
     spec = tmp_path / "mix.yaml"
     spec.write_text(
-        f"name: plugin\nraw_dir: {ROOT / 'data' / 'raw'}\nsubtasks: [plugin_offer_title_length]\n"
-        "capabilities: [shopping_concept_understanding]\nexamples_per_subtask: 10\nvalidation_per_subtask: 0\n"
+        f"name: plugin\nraw_dir: {raw}\nsubtasks: [plugin_offer_title_length, acme_query_class]\n"
+        "capabilities: [concepts, behavior]\nexamples_per_subtask: 10\nvalidation_per_subtask: 0\n"
     )
-    built = subprocess.run(
-        [sys.executable, "-m", "shoptune", "data", "build", str(spec), "--out", str(tmp_path / "m"), "--no-progress"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    built = shoptune("data", "build", str(spec), "--out", str(tmp_path / "m"), "--no-progress")
     assert built.returncode == 0, built.stderr
     manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
-    assert manifest["by_subtask"] == {"plugin_offer_title_length": 10}
+    assert manifest["by_subtask"] == {"plugin_offer_title_length": 10, "acme_query_class": 10}
+    assert manifest["by_licence"]["acme-internal"] == 10
+
+    questions = [
+        {
+            "input_field": f"Class of {q}?",
+            "output_field": c,
+            "task_name": "acme_query_class",
+            "task_type": "generation",
+            "metric": "acme exact match",
+            "is_multiple_choice": False,
+            "track": "behavior",
+        }
+        for q, c in [("blue sofa", "sofas"), ("oak desk", "desks"), ("red lamp", "lamps"), ("oak bed", "beds")]
+    ]
+    write_jsonl(tmp_path / "q.jsonl", questions)
+    answers = ["Sofas", "chairs", " lamps ", "desks"]  # 2 of 4 match after the metric's own normalising
+    write_jsonl(tmp_path / "p.jsonl", [{"index": i, "response": r} for i, r in enumerate(answers)])
+    scored = shoptune(
+        "eval", "score", str(tmp_path / "q.jsonl"), str(tmp_path / "p.jsonl"), "--out", str(tmp_path / "s")
+    )
+    assert scored.returncode == 0, scored.stderr
+    scores = json.loads((tmp_path / "s" / "scores.json").read_text())
+    assert scores["tasks"]["acme_query_class"]["score"] == pytest.approx(0.5)
+    assert scores["tasks"]["acme_query_class"]["metric"] == "acme exact match"
+
+
+def test_a_metric_or_source_of_an_existing_name_is_refused():
+    from shoptune.metrics import MetricDef, TaskType, accuracy, register_metric
+    from shoptune.sources.registry import SOURCE_BY_ID, register_source
+
+    with pytest.raises(ShoptuneError, match="exists already"):
+        register_metric("accuracy", MetricDef(TaskType.MULTIPLE_CHOICE, score=accuracy))
+    with pytest.raises(ShoptuneError, match="exactly one of"):
+        register_metric("twice", MetricDef(TaskType.MULTIPLE_CHOICE))
+    with pytest.raises(ShoptuneError, match="exists already"):
+        register_source(SOURCE_BY_ID["wands"])
+    with pytest.raises(ShoptuneError, match="licence"):
+        register_source(dataclasses.replace(SOURCE_BY_ID["wands"], id="wands-copy", licence="mine"))
+
+
+def test_an_unknown_metric_in_a_record_names_line_field_and_the_known_ones(tmp_path):
+    row = {
+        "input_field": "q",
+        "output_field": "a",
+        "task_name": "t",
+        "task_type": "generation",
+        "metric": "exact-match",
+        "is_multiple_choice": False,
+        "track": "x",
+    }
+    write_jsonl(tmp_path / "q.jsonl", [row])
+    with pytest.raises(ShoptuneError, match=r"q.jsonl:1: field 'metric': unknown metric 'exact-match'.*rougel"):
+        read_examples(tmp_path / "q.jsonl")

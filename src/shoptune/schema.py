@@ -19,17 +19,14 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from shoptune.errors import ShoptuneError, located
-from shoptune.metrics import METRICS, Metric, TaskType, metrics_for
+from shoptune.metrics import METRICS, Metric, TaskType, known_metric, metric_def, metrics_for
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 
-_VALUES: dict[str, frozenset[str]] = {
-    "task_type": frozenset(m.value for m in TaskType),
-    "metric": frozenset(m.value for m in Metric),
-}
-
+_TASK_TYPES = frozenset(t.value for t in TaskType)
+__all__ = ["Example", "Metric", "TaskType"]  # Metric and TaskType are re-exported for the layers above
 OutputField = int | list[int] | list[float] | list[str] | str
 
 
@@ -52,7 +49,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _check_output(task_type: TaskType, metric: Metric | None, value: Any) -> Any:
+def _check_output(task_type: TaskType, metric: str | None, value: Any) -> Any:
     """The answer's shape is fixed by the task type; anything else would only fail later, in a metric."""
     if task_type is TaskType.MULTIPLE_CHOICE:
         if not _is_int(value):
@@ -65,7 +62,7 @@ def _check_output(task_type: TaskType, metric: Metric | None, value: Any) -> Any
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"named_entity_recognition needs a list of strings, got {value!r:.60}")
     elif isinstance(value, list):
-        if metric is None or METRICS[metric].embedding is None:
+        if metric is None or metric_def(metric).embedding is None:
             raise ValueError("a list of reference texts is only allowed with a sentence-embedding metric")
         if not value or not all(isinstance(v, str) for v in value):
             raise ValueError(f"generation needs a string or a non-empty list of strings, got {value!r:.60}")
@@ -82,7 +79,7 @@ class Example(BaseModel):
     input_field: str
     task_name: str
     task_type: TaskType
-    metric: Metric
+    metric: str  # a `Metric` name or a registered metric's
     is_multiple_choice: bool
     track: str
     output_field: OutputField
@@ -92,16 +89,21 @@ class Example(BaseModel):
     id: str | None = None
     language: str | None = None
 
-    @field_validator("task_type", "metric", mode="before")
+    @field_validator("task_type", mode="before")
     @classmethod
-    def _known_name(cls, value: Any, info: ValidationInfo) -> Any:
-        enum = TaskType if info.field_name == "task_type" else Metric
-        if isinstance(value, enum):
+    def _known_task_type(cls, value: Any) -> Any:
+        if isinstance(value, TaskType):
             return value
-        if value not in _VALUES[info.field_name]:
-            allowed = ", ".join(m.value for m in enum)
-            raise ValueError(f"unknown {info.field_name} {value!r:.40}; expected one of: {allowed}")
-        return enum(value)
+        if value not in _TASK_TYPES:
+            raise ValueError(f"unknown task_type {value!r:.40}; expected one of: {', '.join(TaskType)}")
+        return TaskType(value)
+
+    @field_validator("metric", mode="before")
+    @classmethod
+    def _known_metric(cls, value: Any) -> Any:
+        if not isinstance(value, str) or not known_metric(value):
+            raise ValueError(f"unknown metric {value!r:.40}; expected one of: {', '.join(METRICS)}")
+        return value
 
     @field_validator("input_field", "task_name", "track")
     @classmethod
@@ -112,11 +114,11 @@ class Example(BaseModel):
 
     @field_validator("metric")
     @classmethod
-    def _metric_fits_type(cls, value: Metric, info: ValidationInfo) -> Metric:
+    def _metric_fits_type(cls, value: str, info: ValidationInfo) -> str:
         task_type = info.data.get("task_type")
-        if task_type is not None and METRICS[value].task_type is not task_type:
-            allowed = ", ".join(sorted(m.value for m in metrics_for(task_type)))
-            raise ValueError(f"metric {value.value!r} does not apply to task_type {task_type.value!r} (use {allowed})")
+        if task_type is not None and metric_def(value).task_type is not task_type:
+            allowed = ", ".join(sorted(metrics_for(task_type)))
+            raise ValueError(f"metric {value!r} does not apply to task_type {task_type.value!r} (use {allowed})")
         return value
 
     @field_validator("is_multiple_choice")
@@ -172,8 +174,7 @@ def to_table(examples: Sequence[Example]) -> pa.Table:
 
     data: dict[str, list[Any]] = {c: [getattr(ex, c) for ex in examples] for c in ARROW_COLUMNS}
     data["output_field"] = [o if isinstance(o, str) else json.dumps(o) for o in data["output_field"]]
-    for c in ("task_type", "metric"):
-        data[c] = [v.value for v in data[c]]
+    data["task_type"] = [v.value for v in data["task_type"]]
     return pa.table(data, schema=arrow_schema())
 
 
@@ -183,7 +184,7 @@ def from_row(row: dict[str, Any]) -> Example:
     out = row["output_field"]
     if row["task_type"] != TaskType.GENERATION.value:
         out = json.loads(out)
-    elif row["metric"] in _VALUES["metric"] and METRICS[Metric(row["metric"])].embedding and out.startswith("["):
+    elif known_metric(row["metric"]) and metric_def(row["metric"]).embedding and out.startswith("["):
         try:
             value = json.loads(out)
             out = value if isinstance(value, list) else out

@@ -126,7 +126,7 @@ class EvalConfig(StrictConfig):
     @field_validator("embedding_models")
     @classmethod
     def _embedding_metrics(cls, value: dict[str, str]) -> dict[str, str]:
-        known = sorted(m.value for m in embedding_metrics())
+        known = sorted(embedding_metrics())
         unknown = sorted(set(value) - set(known))
         if unknown:
             raise ValueError(f"unknown embedding metric(s) {unknown}; expected {known}")

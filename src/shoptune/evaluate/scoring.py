@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict
 
 from shoptune.errors import ShoptuneError
 from shoptune.evaluate.parsers import parse_response
-from shoptune.metrics import METRICS, SimilarityRequest, micro_f1, sentence_similarity
-from shoptune.schema import Example, Metric, TaskType
+from shoptune.metrics import SimilarityRequest, metric_def, micro_f1, sentence_similarity
+from shoptune.schema import Example, TaskType
 from shoptune.tasks.registry import short_name, track_order
 
 
@@ -28,7 +28,7 @@ class QuestionScore:
     task_name: str
     track: str
     task_type: TaskType
-    metric: Metric
+    metric: str
     value: float
     counts: tuple[int, int, int] | None = None  # NER only: (tp, fp, fn), summed per task
 
@@ -43,10 +43,10 @@ def score_questions(
         raise ValueError("one response per example")
     values: list[float | None] = [None] * len(examples)
     counts: list[tuple[int, int, int] | None] = [None] * len(examples)
-    similarity: dict[Metric, list[tuple[int, SimilarityRequest]]] = defaultdict(list)
+    similarity: dict[str, list[tuple[int, SimilarityRequest]]] = defaultdict(list)
     for i, (ex, response) in enumerate(zip(examples, responses, strict=True)):
         pred = parse_response(response, ex.task_type)
-        metric = METRICS[ex.metric]
+        metric = metric_def(ex.metric)
         if metric.embedding is not None:
             similarity[ex.metric].append((i, SimilarityRequest(pred, ex.output_field)))
         elif metric.counts is not None:
@@ -100,8 +100,8 @@ def _group_tasks(scores: Sequence[QuestionScore]) -> dict[str, _Task]:
         tracks = {s.track for s in group}
         if len(tracks) > 1:
             raise ShoptuneError(f"task {name!r} appears in several tracks: {', '.join(sorted(tracks))}")
-        metric_names = sorted({s.metric.value for s in group})
-        is_micro = [METRICS[s.metric].counts is not None for s in group]
+        metric_names = sorted({str(s.metric) for s in group})
+        is_micro = [metric_def(s.metric).counts is not None for s in group]
         if any(is_micro) and not all(is_micro):
             raise ShoptuneError(f"task {name!r} mixes 'micro f1' with other metrics; give them separate task names")
         tasks[name] = _Task(

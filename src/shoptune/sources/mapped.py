@@ -29,11 +29,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, model_validator
 
 from shoptune.config import StrictConfig
 from shoptune.errors import ShoptuneError
-from shoptune.metrics import Metric, TaskType
+from shoptune.metrics import METRICS, TaskType, known_metric, metrics_for
 from shoptune.schema import read_utf8
 from shoptune.sources import records
 from shoptune.sources.partition import Part
@@ -108,8 +108,17 @@ class DeclaredSubtask(StrictConfig):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,63}$")
     capability: str = Field(description="concepts, knowledge, behavior or multilingual (or the long or track name)")
     task_type: TaskType
-    metric: Metric
+    metric: str = Field(description="a ShopBench metric or one you registered (register_metric)")
     description: str = "your own instruction data"
+
+    @model_validator(mode="after")
+    def _metric_scores_type(self) -> DeclaredSubtask:
+        if not known_metric(self.metric):
+            raise ValueError(f"unknown metric {self.metric!r}; expected one of: {', '.join(METRICS)}")
+        if self.metric not in metrics_for(self.task_type):
+            allowed = ", ".join(metrics_for(self.task_type))
+            raise ValueError(f"metric {self.metric!r} does not score {self.task_type.value} (use {allowed})")
+        return self
 
 
 class HeldoutSplit(StrictConfig):

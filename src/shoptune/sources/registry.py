@@ -6,9 +6,10 @@ offer pairs, Amazon's contextual product QA, Amazon's multilingual counterfactua
 search queries. Published datasets a user may add beside them in their own formats: esci/, amazon-m2/,
 amazon-reviews-2023/, mave/.
 
-Adding a source: a reader module beside this one (raw files → records of `records.py`, adding a record
-type there if the source brings a new kind of item) and one entry at the end of SOURCES; a subtask names
-the source's id in its `sources`, and its examples carry the source's licence.
+Adding a source: a reader (raw files → records of `records.py`) and a `RawSource` entry, either at the end of
+SOURCES (a reader module beside this one) or through `register_source` from a module of your own (found
+through `shoptune.plugins`); a subtask names the source's id in its `sources`, and its examples carry the
+source's licence.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from shoptune.errors import ShoptuneError
+from shoptune.plugins import load_plugins
 from shoptune.sources import counterfactual, product_qa, wands
 from shoptune.sources.matching import read_pairs
 from shoptune.sources.partition import Part, heldout_subtree
@@ -72,6 +74,7 @@ def load_raw(raw_dir: Path, part: Part = "train") -> RawCorpus:
     if not raw_dir.is_dir():
         raise ShoptuneError(f"raw data folder {raw_dir}: no such directory")
     corpus = RawCorpus()
+    load_plugins()
     for source in SOURCES:
         folder = raw_dir / source.folder
         if part in source.parts and source.detect(folder):
@@ -86,6 +89,7 @@ def load_raw(raw_dir: Path, part: Part = "train") -> RawCorpus:
 
 def present_sources(raw_dir: Path) -> set[str]:
     """The ids of the sources found under raw_dir, without reading them."""
+    load_plugins()
     return {s.id for s in SOURCES if s.detect(Path(raw_dir) / s.folder)}
 
 
@@ -171,7 +175,7 @@ class RawSource:
     parts: tuple[Part, ...] = ("train", "heldout")  # a source whose reader keeps no items apart: ("train",)
 
 
-SOURCES: tuple[RawSource, ...] = (
+SOURCES: list[RawSource] = [
     RawSource(
         "google-taxonomy",
         "google-taxonomy",
@@ -276,5 +280,31 @@ SOURCES: tuple[RawSource, ...] = (
         fills=("attributes",),
         parts=("train",),
     ),
-)
+]
 SOURCE_BY_ID = {source.id: source for source in SOURCES}
+
+
+def register_source(source: RawSource, licence: Licence | None = None) -> RawSource:
+    """A source of your own, read from its folder under raw_dir beside the shipped ones; `licence` declares its
+    licence id when that is not one of LICENCES. Register it before the subtasks that name it."""
+    if source.id in SOURCE_BY_ID:
+        raise ShoptuneError(f"register_source: source {source.id!r} exists already; give yours another id")
+    if licence is not None:
+        if source.licence in LICENCES and LICENCES[source.licence] != licence:
+            raise ShoptuneError(f"register_source: licence id {source.licence!r} is shoptune's; name yours otherwise")
+        LICENCES[source.licence] = licence
+    if source.licence not in LICENCES:
+        raise ShoptuneError(
+            f"register_source: source {source.id!r} names licence {source.licence!r}; pass licence=Licence(...) or "
+            f"use one of: {', '.join(LICENCES)}"
+        )
+    fields = set(RawCorpus.__dataclass_fields__)
+    unknown = [f for f in source.fills if f not in fields]
+    if unknown or not source.fills:
+        raise ShoptuneError(
+            f"register_source: source {source.id!r} fills {unknown or 'nothing'}; name fields of "
+            f"RawCorpus: {', '.join(sorted(fields))}"
+        )
+    SOURCES.append(source)
+    SOURCE_BY_ID[source.id] = source
+    return source

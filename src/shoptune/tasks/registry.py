@@ -21,8 +21,8 @@ from functools import cached_property
 from typing import Any
 
 from shoptune.errors import ShoptuneError
-from shoptune.metrics import METRICS
-from shoptune.schema import Example, Metric, TaskType
+from shoptune.metrics import known_metric, metric_def
+from shoptune.schema import Example, TaskType
 from shoptune.sources.records import RawCorpus
 from shoptune.sources.registry import SOURCE_BY_ID
 
@@ -70,6 +70,11 @@ class Capability(StrEnum):
     )
 
     @classmethod
+    def _missing_(cls, value: object) -> Capability | None:
+        """`Capability("concepts")` and a config's `capabilities: [concepts]` take any of the three names."""
+        return next((c for c in cls if value in (c.short, c.track)), None)
+
+    @classmethod
     def named(cls, name: str) -> Capability:
         """A capability by its name, short name or ShopBench track id."""
         for capability in cls:
@@ -98,7 +103,7 @@ class Subtask:
     name: str
     capability: Capability
     task_type: TaskType
-    metric: Metric
+    metric: str  # a `Metric` or a registered metric's name
     sources: tuple[str, ...]  # ids of the raw sources it needs, all of them
     languages: tuple[str, ...]  # of its prompts and answers
     description: str
@@ -178,7 +183,7 @@ def subtask(
     name: str,
     capability: Capability,
     task_type: TaskType,
-    metric: Metric,
+    metric: str,
     sources: Sequence[str],
     description: str,
     templates: Sequence[str],
@@ -192,7 +197,9 @@ def subtask(
     unknown = [s for s in sources if s not in SOURCE_BY_ID]
     if unknown or not sources:
         raise ValueError(f"subtask {name}: name its sources among {sorted(SOURCE_BY_ID)} (got {list(sources)})")
-    if METRICS[metric].task_type is not task_type:
+    if not known_metric(metric):
+        raise ValueError(f"subtask {name}: unknown metric {metric!r} (register_metric it first)")
+    if metric_def(metric).task_type is not task_type:
         raise ValueError(f"subtask {name}: metric {metric} does not score {task_type}")
 
     def register(draw: Builder) -> Builder:
