@@ -380,7 +380,7 @@ def draw_class(task, corpus, rng):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("how", ["shoptune.plugins", "shoptune.subtasks", "include path"])
+@pytest.mark.parametrize("how", ["shoptune.plugins", "include path"])  # the older group: test_registries
 def test_a_subtask_metric_and_reader_from_outside_shoptune_are_listed_built_and_scored(how, tmp_path):
     import os
     import subprocess

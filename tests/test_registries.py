@@ -2,6 +2,7 @@
 table is all a backend or a raw source needs, and command-line options come from the config classes."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -170,3 +171,21 @@ def test_options_and_set_reach_the_config_as_overrides(tmp_path, run_cli, tiny_m
 def test_metric_functions_are_the_tables():
     assert METRICS[Metric.JP_BLEU].score is metrics.jp_bleu
     assert METRICS[Metric.MICRO_F1].counts is metrics.ner_counts
+
+
+@pytest.mark.parametrize("group", ["shoptune.plugins", "shoptune.subtasks"])
+def test_extensions_are_found_through_either_entry_point_group(group, tmp_path, monkeypatch):
+    from shoptune import plugins
+
+    site = tmp_path / "site"
+    (site / "acme_ext-0.1.dist-info").mkdir(parents=True)
+    (site / "acme_ext-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: acme-ext\nVersion: 0.1\n")
+    (site / "acme_ext-0.1.dist-info" / "entry_points.txt").write_text(f"[{group}]\nacme = acme_ext\n")
+    (site / "acme_ext.py").write_text("import os\nos.environ['ACME_EXT_LOADED'] = __name__\n")
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.setattr(plugins, "_loaded", False)
+    monkeypatch.delenv("ACME_EXT_LOADED", raising=False)
+    monkeypatch.delitem(__import__("sys").modules, "acme_ext", raising=False)
+    plugins.load_plugins()
+    assert os.environ["ACME_EXT_LOADED"] == "acme_ext"
+    plugins.load_plugins()  # once only: a second call imports nothing again

@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -223,17 +224,15 @@ def test_merge_never_writes_into_an_existing_file_or_folder(tiny_model, tmp_path
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".merged")]
 
 
-def test_generation_that_produces_nothing_fails_and_keeps_its_stats(tmp_path, run_cli):
+def test_an_unreachable_teacher_is_one_line_saying_what_to_check(tmp_path, run_cli):
     spec = tmp_path / "gen.yaml"
     spec.write_text(
-        "name: g\nmodel: m\nbase_url: http://127.0.0.1:9/v1\nsubtasks: [category_parent]\nexamples_per_subtask: 2\n"
-        "attempts: 1\nmax_retries: 0\ntimeout: 5\nraw_dir: null\n"
+        "name: g\nmodel: m\nbase_url: http://127.0.0.1:9/[bold]v1\nsubtasks: [category_parent]\n"
+        "examples_per_subtask: 2\nattempts: 1\nmax_retries: 0\ntimeout: 5\nraw_dir: null\n"
     )
-    out = tmp_path / "[bold]gen"  # also: paths are printed as they are, never read as markup
-    code, _, err = run_cli("data", "generate", spec, "--out", out, "--no-progress")
+    code, _, err = run_cli("data", "generate", spec, "--out", tmp_path / "gen", "--no-progress")
     assert code == 2 and err.count("\n") == 1, err
-    assert "produced 0 of 2 examples" in err and "[bold]gen" in err
-    assert json.loads((out / "stats.json").read_text())["produced"] == 0
+    assert "cannot connect: check base_url" in err and "[bold]v1" in err  # printed as it is, never read as markup
 
 
 def test_a_mixture_name_cannot_leave_the_study_folder(tiny_model, tmp_path, run_cli):
@@ -453,7 +452,8 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(tiny_model, tmp_path, run_c
 
 
 @pytest.mark.slow
-def test_the_server_command_honours_its_limits_and_stops_gracefully_on_ctrl_c(tiny_model):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_the_server_command_honours_its_limits_and_stops_gracefully(stop, tiny_model):
     proc = _shoptune("serve", tiny_model, "--port", "0", "--name", "shop", "--max-tokens", "8")
     try:
         line = proc.stderr.readline()
@@ -471,8 +471,25 @@ def test_the_server_command_honours_its_limits_and_stops_gracefully_on_ctrl_c(ti
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=30)
         assert refused.value.code == 400 and "at most 8" in refused.value.read().decode()
-        proc.send_signal(signal.SIGINT)
+        # A chunked body over the limit: 413, and the connection closed once the client has sent it, not left
+        # open until the client's own timeout; a connection still sending when the stop comes is cut quietly.
+        port = int(url.split(":")[2].split("/")[0])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+            piece = b"x" * 65536
+            for _ in range(20):  # 1.3 MB, over the 1 MB limit
+                conn.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+            conn.sendall(b"0\r\n\r\n")
+            reply = b""
+            while chunk := conn.recv(65536):  # ends when the server closes; the timeout fails the test otherwise
+                reply += chunk
+        assert reply.startswith(b"HTTP/1.1 413") and b"connection: close" in reply.lower()
+        still_sending = socket.create_connection(("127.0.0.1", port), timeout=10)
+        still_sending.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        still_sending.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+        proc.send_signal(stop)
         _, err = proc.communicate(timeout=60)
+        still_sending.close()
     finally:
         proc.kill()
-    assert proc.returncode == 0 and "stopped serving" in err and "Traceback" not in err
+    assert proc.returncode == 0 and "stopped serving" in err and "Traceback" not in err, err

@@ -185,6 +185,9 @@ def test_a_checkpoint_cut_short_by_a_kill_is_passed_over_on_resume(examples_file
     assert last_checkpoint(run) == str(run / "checkpoints" / "checkpoint-4")
     resumed = train(config(examples_file, tiny_model, **settings), run, progress=False)
     assert resumed["steps"] == whole["steps"] == 8
+    # The summary is of the whole run, not of the steps since the resume.
+    assert resumed["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-4)
+    assert resumed["initial_eval_loss"] == pytest.approx(whole["initial_eval_loss"], rel=1e-6)
     one, two = adapter_tensors(tmp_path / "whole"), adapter_tensors(run)
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5)

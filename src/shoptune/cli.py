@@ -26,10 +26,13 @@ from rich.markup import escape
 from rich.table import Table
 
 from shoptune.adapters import METHODS
+from shoptune.data.generate import GenerateSpec
+from shoptune.data.spec import MixtureSpec
 from shoptune.errors import ShoptuneError
 from shoptune.evaluate.config import EvalConfig
 from shoptune.evaluate.scoring import Scores
 from shoptune.serve import ServeLimits
+from shoptune.study.spec import StudySpec
 from shoptune.train.config import TrainConfig
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -48,6 +51,31 @@ app.add_typer(tasks_app, name="tasks")
 study_app = typer.Typer(no_args_is_help=True, help="The diversity study: designs x LoRA ranks x seeds.")
 app.add_typer(data_app, name="data")
 app.add_typer(study_app, name="study")
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        from shoptune.provenance import versions
+
+        print(", ".join(f"{name} {version}" for name, version in versions().items()))
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="print the versions of shoptune, python, torch, transformers, peft, accelerate and datasets, and exit",
+        ),
+    ] = False,
+) -> None:
+    """Multi-task LoRA fine-tuning of LLMs for e-commerce, scored exactly like ShopBench (KDD Cup 2024)."""
+
+
 # Messages carry user paths and data ("[x]" is not markup): printed as they are.
 console = Console(stderr=True, markup=False, highlight=False, soft_wrap=True)
 
@@ -244,6 +272,8 @@ def eval_run(
             f"warning: {result.truncated_prompts} prompt(s) were longer than the model's context and lost their "
             "beginning (counted in run.json)"
         )
+    if result.selection is not None and result.selection.partial:
+        console.print(result.selection.describe())
     _show_scores(result.scores, out)
 
 
@@ -290,30 +320,55 @@ def tasks_list(
                 "description": task.description,
             }
         )
+    if not present:
+        console.print(
+            f"warning: no raw data found in {raw_dir.resolve()}: run from the repository's folder, or pass --raw-dir"
+        )
     if as_json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return
-    table = Table(title=f"shoptune subtasks ({sum(r['has_data'] for r in rows)} of {len(rows)} with data in {raw_dir})")
-    for column in ("capability", "subtask", "type", "metric", "languages", "sources", "licence", "data"):
-        table.add_column(column, no_wrap=column in ("capability", "subtask"))
+    out = Console()
+    wide = out.width >= 140  # narrower: capabilities as headings, languages, sources and licences left to --json
+    columns = ["capability", "subtask", "type", "metric", "languages", "sources", "licence", "data"]
+    if not wide:
+        columns = ["subtask", "type", "metric", "data"]
+    title = f"shoptune subtasks ({sum(r['has_data'] for r in rows)} of {len(rows)} with data in {raw_dir})"
+    table = Table(title=title, caption=None if wide else "languages, sources, licences: --json or a wider terminal")
+    for column in columns:
+        table.add_column(column, no_wrap=column in ("capability", "subtask", "type"))
+    heading = None
     for row in rows:
-        table.add_row(
-            Capability(row["capability"]).short,
-            row["name"],
-            row["task_type"],
-            row["metric"],
-            ",".join(row["languages"]),
-            ", ".join(row["sources"]) + (f" + yours: {', '.join(row['own_sources'])}" if row["own_sources"] else ""),
-            "+".join(row["licences"]),
-            "yes" if row["has_data"] else "no",
-        )
-    Console().print(table)
+        capability = Capability(row["capability"]).short
+        if not wide and capability != heading:
+            if heading is not None:
+                table.add_section()
+            table.add_row(capability.upper(), *[""] * (len(columns) - 1))
+            heading = capability
+        cells = {
+            "capability": capability,
+            "subtask": row["name"],
+            "type": TYPE_SHORT.get(row["task_type"], row["task_type"]) if not wide else row["task_type"],
+            "metric": row["metric"],
+            "languages": ",".join(row["languages"]),
+            "sources": ", ".join(row["sources"])
+            + (f" + yours: {', '.join(row['own_sources'])}" if row["own_sources"] else ""),
+            "licence": "+".join(row["licences"]),
+            "data": "yes" if row["has_data"] else "no",
+        }
+        table.add_row(*(cells[c] for c in columns))
+    out.print(table)
+
+
+# Task types as narrow tables show them.
+TYPE_SHORT = {"multiple-choice": "mc", "named_entity_recognition": "ner", "generation": "gen"}
 
 
 @data_app.command("build")
+@config_options(MixtureSpec)
 def data_build(
-    spec: Annotated[Path, typer.Argument(help="mixture spec YAML (see configs/mixtures/)")],
+    spec: Annotated[Path, typer.Argument(help="mixture spec YAML (see configs/mixtures/); the options override it")],
     out: Annotated[Path, typer.Option(help="folder for the dataset (save_to_disk) and manifest.json")],
+    overrides: dict[str, Any],
     workers: Annotated[
         int | None, typer.Option(min=1, help="processes that build subtasks (default: all CPUs for large mixtures)")
     ] = None,
@@ -322,9 +377,8 @@ def data_build(
     """Build a mixture: examples per subtask, de-duplicated, decontaminated, split, saved."""
     from shoptune.config import load_config
     from shoptune.data.build import build_mixture
-    from shoptune.data.spec import MixtureSpec
 
-    settings = load_config(MixtureSpec, spec)
+    settings = load_config(MixtureSpec, spec, overrides)
     info = build_mixture(settings, out, workers=workers, progress=progress)
     table = Table(
         title=f"mixture {info['name']}: {info['examples']['train']} train, {info['examples']['validation']} validation"
@@ -370,28 +424,59 @@ def data_heldout(
 
 
 @data_app.command("generate")
+@config_options(GenerateSpec)
 def data_generate(
-    spec: Annotated[Path, typer.Argument(help="generation spec YAML (see configs/generate/)")],
+    spec: Annotated[Path, typer.Argument(help="generation spec YAML (see configs/generate/); options override it")],
     out: Annotated[Path, typer.Option(help="folder for generated.jsonl, stats.json and the request cache")],
+    overrides: dict[str, Any],
+    dry_run: Annotated[
+        bool, typer.Option(help="say how many requests, tokens and (at the spec's prices) what cost; ask nothing")
+    ] = False,
+    allow_partial: Annotated[
+        bool, typer.Option(help="exit 0 when some examples could not be made (they are counted in stats.json)")
+    ] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
-    """Have a teacher LLM (any OpenAI-compatible endpoint) write validated examples per subtask."""
+    """Have a teacher LLM (any OpenAI-compatible endpoint) write validated examples per subtask. A run that makes
+    fewer examples than asked keeps them and exits 1 (rerun to retry the failed ones) unless --allow-partial."""
     from shoptune.config import load_config
-    from shoptune.data.generate import GenerateSpec, generate
+    from shoptune.data.generate import generate, plan
 
-    stats = generate(load_config(GenerateSpec, spec), out, progress=progress)
+    settings = load_config(GenerateSpec, spec, overrides)
+    if dry_run:
+        need = plan(settings, out)
+        priced = f", about {need['estimated_cost']:g} at the spec's prices" if need["priced"] else " (no prices set)"
+        console.print(
+            f"{need['requests']} examples of {need['subtasks']} subtask(s): {need['cached']} answered in the cache, "
+            f"{need['new_requests']} new request(s) (up to {need['max_requests_with_retries_of_invalid_replies']} "
+            f"with retries of invalid replies); about {need['estimated_prompt_tokens']:,} prompt and "
+            f"{need['estimated_completion_tokens']:,} completion tokens{priced}"
+        )
+        return
+    stats = generate(settings, out, progress=progress)
     console.print(", ".join(f"{k} {v}" for k, v in stats.items()))
     console.print(
         f"wrote {out / 'generated.jsonl'}; add it to a mixture with extra_examples: [{out / 'generated.jsonl'}]"
     )
+    if stats["produced"] < stats["requested"]:
+        first = f"; first failed request: {stats['first_failure']}" if stats["first_failure"] else ""
+        console.print(f"partial: {stats['produced']} of {stats['requested']} examples{first}")
+        if not allow_partial:
+            console.print("rerun the same command to retry what failed, or pass --allow-partial to accept this")
+            raise typer.Exit(1)
 
 
 @app.command("train")
 @config_options(TrainConfig)
 def train_command(
-    config: Annotated[Path, typer.Argument(help="training config YAML (see configs/train/); the options override it")],
     out: Annotated[Path, typer.Option(help="run folder: adapter/, checkpoints/, logs/, config.yaml, summary")],
     overrides: dict[str, Any],
+    config: Annotated[
+        Path | None,
+        typer.Argument(
+            help="training config YAML (see configs/train/); the options override it; none: --data/--mixture"
+        ),
+    ] = None,
     resume: Annotated[bool, typer.Option(help="continue from the newest checkpoint in --out")] = True,
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
@@ -440,12 +525,15 @@ def merge_command(
     alpha: Annotated[
         float, typer.Option(help="0: the base weights, 1: the tuned ones; between: interpolated (wise-ft)")
     ] = 1.0,
+    allow_download: Annotated[
+        bool, typer.Option(help="let a hub id be fetched when it is not in the local cache")
+    ] = False,
 ) -> None:
     """Fold a LoRA adapter into its base model, or blend the two (--alpha)."""
     from shoptune.hub import DEFAULT_MODEL
     from shoptune.train.trainer import merge
 
-    merge(model or DEFAULT_MODEL, adapter, out, alpha=alpha)
+    merge(model or DEFAULT_MODEL, adapter, out, allow_download=allow_download, alpha=alpha)
     console.print(f"wrote merged model to {out}" + (f" (alpha {alpha:g})" if alpha != 1.0 else ""))
 
 
@@ -457,39 +545,77 @@ def combine_command(
     weight: Annotated[list[float] | None, typer.Option(help="one per adapter, in order (default: 1/n each)")] = None,
     density: Annotated[float, typer.Option(help="ties and dare: the fraction of each update kept")] = 0.5,
     model: Annotated[str | None, typer.Option(help="base model (default: smollm2-135m-instruct)")] = None,
+    allow_download: Annotated[
+        bool, typer.Option(help="let a hub id be fetched when it is not in the local cache")
+    ] = False,
 ) -> None:
     """Make one adapter of several (PEFT adapter arithmetic): capability adapters into one model."""
     from shoptune.hub import DEFAULT_MODEL
     from shoptune.train.combine import combine_adapters
 
-    combine_adapters(model or DEFAULT_MODEL, adapters, out, method=method, weights=weight, density=density)
+    combine_adapters(
+        model or DEFAULT_MODEL,
+        adapters,
+        out,
+        method=method,
+        weights=weight,
+        density=density,
+        allow_download=allow_download,
+    )
     console.print(f"wrote {method} combination of {len(adapters)} adapters to {out}")
 
 
 @study_app.command("run")
+@config_options(StudySpec, only=("models", "ranks", "seeds", "include_base"))
 def study_run(
-    spec: Annotated[Path, typer.Argument(help="study spec YAML (see configs/studies/)")],
+    spec: Annotated[Path, typer.Argument(help="study spec YAML (see configs/studies/); the options override it")],
     out: Annotated[Path, typer.Option(help="study folder: cells/, mixtures/, results.*, report.md, plots")],
+    overrides: dict[str, Any],
     executor: Annotated[str, typer.Option(help="local (one cell after another) or ray (one cell per GPU)")] = "local",
     ray_address: Annotated[
         str | None, typer.Option(help="ray executor: the cluster's address (default: local)")
     ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="list the cells, what each trains and scores, and a rough time; run nothing")
+    ] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Run every cell (build, train, score), then write the table and the report; reruns redo only what changed."""
     if executor not in ("local", "ray"):
         raise ShoptuneError(f"--executor {executor!r}: expected local or ray")
     from shoptune.study.report import write_report
-    from shoptune.study.runner import run_study
+    from shoptune.study.runner import plan_study, run_study
     from shoptune.study.spec import load_study
 
-    counts = run_study(load_study(spec), out, progress=progress, executor=executor, address=ray_address)
+    study = load_study(spec, overrides)
+    if dry_run:
+        _show_plan(plan_study(study, out))
+        return
+    counts = run_study(study, out, progress=progress, executor=executor, address=ray_address)
     console.print(", ".join(f"{k} {v}" for k, v in counts.items()))
     report = write_report(out)
     console.print(f"report: {report}")
     if counts["failed"]:
         console.print(f"{counts['failed']} cell(s) failed; each says why in {out / 'cells'}/<cell>/error.json")
         raise typer.Exit(1)
+
+
+def _show_plan(cells: list[dict[str, Any]]) -> None:
+    table = Table(title="study cells (nothing run)")
+    for column in ("cell", "model", "trains", "scores", "rough time"):
+        table.add_column(column, justify="right" if column == "rough time" else "left")
+    total = 0.0
+    for cell in cells:
+        seconds = cell["seconds"]
+        total += seconds or 0.0
+        shown = "done" if cell["done"] else (f"{seconds / 60:.0f} min" if seconds is not None else "?")
+        table.add_row(cell["key"], cell["model"], cell["trains"], cell["scores"], shown)
+    Console().print(table)
+    todo = sum(not c["done"] for c in cells)
+    console.print(
+        f"{len(cells)} cell(s), {todo} to run, roughly {total / 60:.0f} min "
+        "(rates of SmolLM2-135M on 2 CPU cores; other models and machines differ: '?')"
+    )
 
 
 @study_app.command("report")
@@ -520,6 +646,9 @@ def serve_command(
             "(task_type, an extra body field) or its prompt shows (a numbered list to rank or to pick three from)"
         ),
     ] = False,
+    allow_download: Annotated[
+        bool, typer.Option(help="let a hub id be fetched when it is not in the local cache")
+    ] = False,
 ) -> None:
     """Serve a model (plus adapter) over an OpenAI-compatible API, streaming included. Set SHOPTUNE_API_KEY to
     require that key from clients (required with a --host beyond loopback)."""
@@ -539,7 +668,7 @@ def serve_command(
     limits = load_config(ServeLimits, None, overrides)
     sock = listen(host, port)
     path = model or DEFAULT_MODEL
-    backend = HFBackend(path, adapter=adapter, system_prompt=None)
+    backend = HFBackend(path, adapter=adapter, system_prompt=None, allow_download=allow_download)
     server = ModelServer(backend, name or Path(path.rstrip("/")).name, limits, constrained=constrained)
     bound = sock.getsockname()[1]
     key = "API key required" if api_key else f"no API key ({API_KEY_ENV} unset)"

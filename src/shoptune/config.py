@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import UnionType
-from typing import Any, TypeVar, Union, get_args, get_origin
+from typing import Any, ClassVar, TypeVar, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from shoptune.errors import ShoptuneError
+from shoptune.errors import ShoptuneError, near
 from shoptune.schema import read_utf8
 
 C = TypeVar("C", bound=BaseModel)
@@ -22,6 +22,9 @@ C = TypeVar("C", bound=BaseModel)
 
 class StrictConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # Names users type from habit (Hugging Face TrainingArguments, LLaMA-Factory) -> shoptune's name, or a hint
+    # starting with "--" where the setting is an option of the command instead.
+    habits: ClassVar[dict[str, str]] = {}
 
 
 def load_config(
@@ -48,10 +51,33 @@ def load_config(
     try:
         return cls.model_validate(raw)
     except ValidationError as err:
-        first = err.errors(include_url=False)[0]
-        field = ".".join(str(p) for p in first["loc"]) or "(config)"
-        problem = "unknown setting" if first["type"] == "extra_forbidden" else first["msg"]
-        raise ShoptuneError(f"{where}: setting '{field}': {problem}") from None
+        problems = [_problem(cls, error) for error in err.errors(include_url=False)]
+        if len(problems) == 1:
+            raise ShoptuneError(f"{where}: {problems[0]}") from None
+        raise ShoptuneError(f"{where}: {len(problems)} problems:\n" + "\n".join(f"  {p}" for p in problems)) from None
+
+
+def _problem(cls: type[BaseModel], error: Any) -> str:
+    """One line per problem: an unknown name says what shoptune calls it, or the nearest known name."""
+    loc = [str(p) for p in error["loc"]]
+    field = ".".join(loc) or "(config)"
+    if error["type"] != "extra_forbidden":
+        return f"setting '{field}': {error['msg'].removeprefix('Value error, ')}"
+    owner: Any = cls
+    for part in loc[:-1]:  # the section the unknown name sits in
+        inner = getattr(owner, "model_fields", {}).get(part)
+        annotation = getattr(inner, "annotation", None)
+        owner = next(
+            (a for a in (annotation, *get_args(annotation)) if isinstance(a, type) and issubclass(a, BaseModel)), None
+        )
+    name = loc[-1]
+    habit = getattr(owner, "habits", {}).get(name) if owner is not None else None
+    if habit is not None:
+        return f"setting '{field}': unknown; shoptune " + (
+            f"takes it as {habit}" if habit.startswith("--") else f"calls it '{habit}'"
+        )
+    known = list(getattr(owner, "model_fields", {})) if owner is not None else []
+    return f"setting '{field}': unknown setting{near(name, known)}"
 
 
 def _read_mapping(path: Path) -> dict[str, Any]:

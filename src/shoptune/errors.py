@@ -3,6 +3,9 @@ line and exit 2 instead of printing a traceback."""
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class ShoptuneError(Exception):
     """A user error: bad input file, bad option, missing model. The message is the whole story."""
@@ -21,3 +24,9 @@ def require_extra(module: str, extra: str, wanted_by: str) -> None:
 
     if importlib.util.find_spec(module) is None:
         raise ShoptuneError(f"{wanted_by} needs {module}, which is not installed: pip install 'shoptune[{extra}]'")
+
+
+def near(name: str, options: Iterable[str]) -> str:
+    """ " (did you mean 'x'?)" for the closest of `options`, or nothing when none is close."""
+    match = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
+    return f" (did you mean {match[0]!r}?)" if match else ""

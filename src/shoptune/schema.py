@@ -58,6 +58,13 @@ def _check_output(task_type: TaskType, metric: str | None, value: Any) -> Any:
         check, kind = (_is_int, "integers") if task_type is TaskType.RETRIEVAL else (_is_number, "numbers")
         if not isinstance(value, list) or not value or not all(check(v) for v in value):
             raise ValueError(f"{task_type.value} needs a non-empty list of {kind}, got {value!r:.60}")
+        if task_type is TaskType.RETRIEVAL and len(set(value)) < len(value):
+            raise ValueError(f"retrieval lists each right item once, got {value!r:.60}")
+        if task_type is TaskType.RANKING and (min(value) < 0 or len(set(value)) < 2):
+            raise ValueError(
+                "ranking needs one non-negative relevance per candidate, not all equal (then every order scores "
+                f"alike), got {value!r:.60}"
+            )
     elif task_type is TaskType.NER:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"named_entity_recognition needs a list of strings, got {value!r:.60}")
@@ -214,6 +221,21 @@ def read_utf8(path: Path | str) -> str:
         raise located(path, line, None, f"not UTF-8 text ({exc.reason}); save it as UTF-8") from None
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: str) -> None:
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """JSON lets a key repeat and keeps the last value; in data or predictions that hides a mistake."""
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _DuplicateKey(key)
+        out[key] = value
+    return out
+
+
 def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, object) for each non-blank line; bad JSON names its line."""
     path = Path(path)
@@ -230,9 +252,11 @@ def iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
+                obj = json.loads(line, object_pairs_hook=_unique_keys)
             except json.JSONDecodeError as exc:
                 raise located(path, lineno, None, f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+            except _DuplicateKey as exc:
+                raise located(path, lineno, exc.key, "appears twice in one object; which one is meant?") from None
             if not isinstance(obj, dict):
                 raise located(path, lineno, None, f"expected a JSON object, got {type(obj).__name__}")
             yield lineno, obj

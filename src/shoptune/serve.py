@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import ipaddress
 import json
 import logging
@@ -410,11 +411,28 @@ class RequestGuard:
         try:
             await self.app(scope, guarded, send)
         except _Refused as refused:
+            # The rest of the body is read while the refusal goes out: the server closes the connection (the
+            # refusal says `connection: close`) only once its reader is not held up by a body nobody reads.
+            draining = None if complete else asyncio.ensure_future(self._drain(receive))
             await self._refuse(send, refused.status, refused.message)
+            if draining is not None:
+                await draining
+
+    async def _drain(self, receive: Any) -> None:
+        """Read and drop what the client still sends of a refused body, up to 8 times the limit, for `seconds`."""
+        loop = asyncio.get_running_loop()
+        deadline, budget = loop.time() + self.seconds, 8 * self.limit
+        with contextlib.suppress(TimeoutError):
+            while budget > 0:
+                message = await asyncio.wait_for(receive(), max(deadline - loop.time(), 0.001))
+                budget -= len(message.get("body", b""))
+                if message["type"] != "http.request" or not message.get("more_body", False):
+                    return
 
     async def _refuse(self, send: Any, status: int, message: str) -> None:
         body = json.dumps(ApiError(status, message).body()).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        headers.append((b"connection", b"close"))  # the rest of a refused body is never read: the client must stop
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
@@ -463,4 +481,13 @@ async def run(app: Any, sock: socket.socket, limits: ServeLimits, stop: asyncio.
     config.accesslog = None
     config.errorlog = log
     trigger = stop.wait if stop is not None else None
+    asyncio.get_running_loop().set_exception_handler(_quiet_cancellations)
     await serve(app, config, shutdown_trigger=trigger)
+
+
+def _quiet_cancellations(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """A stop (Ctrl-C, SIGTERM) cancels the connections still open, which asyncio would report as errors with a
+    traceback each; they are the stop doing its work. Anything else is reported as usual."""
+    if isinstance(context.get("exception"), asyncio.CancelledError):
+        return
+    loop.default_exception_handler(context)

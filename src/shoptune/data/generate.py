@@ -4,7 +4,9 @@ Each requested example is one job: the teacher sees the subtask, its answer form
 demonstration drawn from the raw data, and must answer with one JSON record. A reply that does not
 validate against the subtask's answer schema is asked for again with a fresh request; after
 `attempts` failures the example is dropped and counted. Replies are cached per request, so a rerun
-or a resumed run makes no call it has made before; the output is written once, atomically.
+or a resumed run makes no call it has made before (and bills none); the output is written once, atomically.
+Failed requests are counted by cause; `max_requests` caps what a run may spend and keeps what it made;
+`plan` says what a run would cost before it starts.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from tqdm import tqdm
 
 from shoptune.config import SPEC_RECORD, StrictConfig, dump_config, refuse_other_spec
 from shoptune.errors import ShoptuneError
-from shoptune.locks import writing
+from shoptune.locks import refuse_foreign, writing
 from shoptune.schema import Example, TaskType, atomic_write_text, parse_example, write_jsonl
 from shoptune.sources.records import RawCorpus
 from shoptune.sources.registry import load_raw
@@ -62,8 +64,9 @@ class GenerateSpec(StrictConfig):
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     max_tokens: int = Field(768, ge=16)
     concurrency: int = Field(8, ge=1, le=256)
-    timeout: float = Field(60.0, gt=0)
-    max_retries: int = Field(5, ge=0, le=20)
+    timeout: float = Field(60.0, gt=0, description="seconds to wait for one reply (connecting: 10 s at most)")
+    max_retries: int = Field(2, ge=0, le=20, description="retries of a failed request, with backoff")
+    max_requests: int | None = Field(None, ge=1, description="stop making requests after this many (cached: free)")
     seed: int = 0
     raw_dir: Path | None = Path("data/raw")  # demonstrations come from here; None: none
     price_per_1k_prompt_tokens: float = Field(0.0, ge=0)
@@ -131,20 +134,30 @@ class Stats:
     http_calls: int = 0
     cache_hits: int = 0
     failed_requests: int = 0
+    failed: Counter = field(default_factory=Counter)  # cause -> requests (endpoint.cause's names, "capped")
+    first_failure: str | None = None
     invalid: Counter = field(default_factory=Counter)
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # of this run's requests: what it was billed for
     completion_tokens: int = 0
+    cached_prompt_tokens: int = 0  # of replies read from the cache: billed by an earlier run
+    cached_completion_tokens: int = 0
 
     def as_dict(self, spec: GenerateSpec) -> dict[str, Any]:
-        cost = (
-            self.prompt_tokens * spec.price_per_1k_prompt_tokens
-            + self.completion_tokens * spec.price_per_1k_completion_tokens
-        ) / 1000
         return {
-            **{k: v for k, v in vars(self).items() if k != "invalid"},
+            **{k: v for k, v in vars(self).items() if k not in ("invalid", "failed")},
+            "failed": dict(self.failed),
             "invalid": dict(self.invalid),
-            "cost": round(cost, 6),
+            "cost": round(cost(spec, self.prompt_tokens, self.completion_tokens), 6),
         }
+
+
+def cost(spec: GenerateSpec, prompt_tokens: float, completion_tokens: float) -> float:
+    return (
+        prompt_tokens * spec.price_per_1k_prompt_tokens + completion_tokens * spec.price_per_1k_completion_tokens
+    ) / 1000
+
+
+CHARS_PER_TOKEN = 4  # the usual estimate for English text with OpenAI's tokenizers
 
 
 def _demo(task: Subtask, corpus: RawCorpus | None, number: int, seed: int) -> Example | None:
@@ -158,16 +171,72 @@ def _demo(task: Subtask, corpus: RawCorpus | None, number: int, seed: int) -> Ex
     return None
 
 
+def _teacher(spec: GenerateSpec, out: Path) -> Teacher:
+    return Teacher(
+        base_url=spec.base_url,
+        model=spec.model,
+        cache_dir=spec.cache_dir or out / "cache",
+        api_key_env=spec.api_key_env,
+        timeout=spec.timeout,
+        max_retries=spec.max_retries,
+        max_requests=spec.max_requests,
+    )
+
+
+def plan(spec: GenerateSpec, out: Path) -> dict[str, Any]:
+    """What a run would ask for, without asking: requests (first attempts; a reply that does not validate costs up
+    to `attempts`), those already answered in the cache, estimated tokens (prompts measured, replies estimated
+    from the demonstrations, both at CHARS_PER_TOKEN) and the cost at the spec's prices."""
+    tasks = spec.selected()
+    corpus = load_raw(spec.raw_dir) if spec.raw_dir is not None else None
+    teacher = _teacher(spec, out)
+    requests = cached = 0
+    prompt_chars = reply_chars = 0
+    for task in tasks:
+        for k in range(spec.examples_per_subtask):
+            demo = _demo(task, corpus, k, spec.seed)
+            messages = teacher_messages(task, k, demo)
+            job = {"model": spec.model, "messages": messages, "seed": spec.seed, "k": k}
+            requests += 1
+            if teacher.recall(job) is not None:
+                cached += 1
+                continue
+            prompt_chars += sum(len(m["content"]) for m in messages)
+            shown = {"input_field": demo.input_field, "output_field": demo.output_field} if demo else {}
+            reply_chars += min(len(json.dumps(shown, ensure_ascii=False)) or 400, spec.max_tokens * CHARS_PER_TOKEN)
+    prompt_tokens, completion_tokens = prompt_chars // CHARS_PER_TOKEN, reply_chars // CHARS_PER_TOKEN
+    new = requests - cached
+    if spec.max_requests is not None:
+        share = min(1.0, spec.max_requests / new) if new else 1.0
+        new, prompt_tokens, completion_tokens = (
+            min(new, spec.max_requests),
+            int(prompt_tokens * share),
+            int(completion_tokens * share),
+        )
+    return {
+        "subtasks": len(tasks),
+        "requests": requests,
+        "cached": cached,
+        "new_requests": new,
+        "max_requests_with_retries_of_invalid_replies": new * spec.attempts,
+        "estimated_prompt_tokens": prompt_tokens,
+        "estimated_completion_tokens": completion_tokens,
+        "estimated_cost": round(cost(spec, prompt_tokens, completion_tokens), 4),
+        "priced": bool(spec.price_per_1k_prompt_tokens or spec.price_per_1k_completion_tokens),
+    }
+
+
 def generate(spec: GenerateSpec, out: Path, progress: bool = True) -> dict[str, Any]:
     if out.exists() and not out.is_dir():
         raise ShoptuneError(f"--out {out}: exists and is not a directory")
     with writing(out):
+        refuse_foreign(out, {"generated.jsonl", "stats.json", SPEC_RECORD, "cache"}, "data generate")
         refuse_other_spec(out, spec, "examples generated")
         info = _generate(spec, out, progress)
     if not info["produced"]:
+        why = f"first failure: {info['first_failure']}" if info["first_failure"] else "every reply was invalid"
         raise ShoptuneError(
-            f"the teacher produced 0 of {info['requested']} examples ({out / 'stats.json'} says why: failed requests, "
-            "invalid replies); check base_url, model and the API key"
+            f"the teacher produced 0 of {info['requested']} examples ({why}; counts by cause in {out / 'stats.json'})"
         )
     return info
 
@@ -175,14 +244,7 @@ def generate(spec: GenerateSpec, out: Path, progress: bool = True) -> dict[str, 
 def _generate(spec: GenerateSpec, out: Path, progress: bool) -> dict[str, Any]:
     tasks = spec.selected()
     corpus = load_raw(spec.raw_dir) if spec.raw_dir is not None else None
-    teacher = Teacher(
-        base_url=spec.base_url,
-        model=spec.model,
-        cache_dir=spec.cache_dir or out / "cache",
-        api_key_env=spec.api_key_env,
-        timeout=spec.timeout,
-        max_retries=spec.max_retries,
-    )
+    teacher = _teacher(spec, out)
     stats = Stats(requested=len(tasks) * spec.examples_per_subtask)
     jobs = [(task, k) for task in tasks for k in range(spec.examples_per_subtask)]
 
@@ -201,13 +263,19 @@ def _generate(spec: GenerateSpec, out: Path, progress: bool) -> dict[str, Any]:
                     max_tokens=spec.max_tokens,
                     seed=spec.seed * 1_000_003 + k * 101 + attempt,
                 )
-            except TeacherError:
-                events["failed_requests"] += 1
+            except TeacherError as exc:
+                events["failed:" + exc.cause] += 1
+                events["first:" + str(exc)] = 1
+                if exc.cause == "capped":
+                    break
                 continue
+            billed = "cached_" if reply.cached else ""
             events.update(
-                cache_hits=int(reply.cached),
-                prompt_tokens=reply.prompt_tokens,
-                completion_tokens=reply.completion_tokens,
+                {
+                    "cache_hits": int(reply.cached),
+                    billed + "prompt_tokens": reply.prompt_tokens,
+                    billed + "completion_tokens": reply.completion_tokens,
+                }
             )
             try:
                 ex = validate_reply(task, reply.text)
@@ -219,17 +287,26 @@ def _generate(spec: GenerateSpec, out: Path, progress: bool) -> dict[str, Any]:
         return None, events
 
     results = []
-    with ThreadPoolExecutor(max_workers=spec.concurrency) as pool:
-        bar = tqdm(total=len(jobs), desc="generating", unit="ex", disable=not progress, file=sys.stderr)
+    pool = ThreadPoolExecutor(max_workers=spec.concurrency)
+    bar = tqdm(total=len(jobs), desc="generating", unit="ex", disable=not progress, file=sys.stderr)
+    try:
         for ex, events in pool.map(run, jobs):
             results.append(ex)
             for key, value in events.items():
-                if key.startswith("invalid:"):
-                    stats.invalid[key.removeprefix("invalid:")] += value
+                kind, _, name = key.partition(":")
+                if kind == "invalid":
+                    stats.invalid[name] += value
+                elif kind == "failed":
+                    stats.failed[name] += value
+                    stats.failed_requests += value
+                elif kind == "first":
+                    stats.first_failure = stats.first_failure or name
                 else:
                     setattr(stats, key, getattr(stats, key) + value)
             bar.update(1)
+    finally:  # a failed probe (or Ctrl-C) ends the run now, not after the queued jobs
         bar.close()
+        pool.shutdown(wait=True, cancel_futures=True)
     stats.http_calls = teacher.http_calls
     kept: dict[str, Example] = {}
     for ex in results:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from shoptune.config import StrictConfig
+from shoptune.errors import ShoptuneError
 from shoptune.sources.mapped import raw_entries
 from shoptune.sources.registry import LICENCES
 from shoptune.tasks.catalog import all_subtasks, declared_subtasks
@@ -52,6 +54,17 @@ class MixtureSpec(StrictConfig):
     sources: list[Path] = Field(default_factory=list)
     source_weights: dict[str, float] = Field(default_factory=dict)  # source id -> multiplier of its parts' size
     own_data_only: bool = False  # build from the sources files alone, not from raw_dir
+
+    @field_validator("capabilities", mode="before")
+    @classmethod
+    def _capability_names(cls, value: Any) -> Any:
+        """Any of a capability's three names (concepts, shopping_concept_understanding, its track id)."""
+        if not isinstance(value, list):
+            return value
+        try:
+            return [Capability.named(v) if isinstance(v, str) else v for v in value]
+        except ShoptuneError as exc:
+            raise ValueError(str(exc)) from None
 
     @model_validator(mode="after")
     def _known_subtasks(self) -> MixtureSpec:

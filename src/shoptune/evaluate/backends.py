@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
+from shoptune import endpoint
 from shoptune.adapters import add_combined, interpolate, load_parts
 from shoptune.errors import ShoptuneError, require_extra
 from shoptune.evaluate.constraints import allowed_tokens
@@ -359,13 +360,10 @@ class OpenAIBackend:
         timeout: float = 60.0,
         system_prompt: str | None = SHOPBENCH_SYSTEM_PROMPT,
     ) -> None:
-        import openai
-
         if not base_url:
             raise ShoptuneError("the openai backend needs base_url (--base-url), e.g. http://127.0.0.1:8000/v1")
-        self.client = openai.OpenAI(
-            base_url=base_url, api_key=os.environ.get(api_key_env, "EMPTY"), timeout=timeout, max_retries=3
-        )
+        self.client = endpoint.client(base_url, api_key_env, timeout=timeout, max_retries=2)
+        self.api_key_env, self.probed = api_key_env, False
         self.model, self.api, self.concurrency, self.system_prompt = model, api, concurrency, system_prompt
         self.info = {"backend": "openai", "model": model, "base_url": base_url, "api": api}
 
@@ -404,6 +402,15 @@ class OpenAIBackend:
             raise ShoptuneError(f"openai backend: the server answered {exc.status_code}: {exc.message}") from None
 
     def generate(self, prompts: Sequence[str], max_new_tokens: int, constrain: TaskType | None = None) -> list[str]:
+        if not self.probed:  # the endpoint, key and model checked in seconds, before a batch of requests waits
+            endpoint.probe(
+                self.client,
+                model=self.model,
+                base_url=self.info["base_url"],
+                api_key_env=self.api_key_env,
+                chat=self.api == "chat",
+            )
+            self.probed = True
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             return list(pool.map(lambda p: self._one(p, max_new_tokens), prompts))
 

@@ -83,7 +83,11 @@ class EvalConfig(StrictConfig):
     )
     max_model_len: int | None = Field(None, ge=16, description="vllm backend: context length (default: the model's)")
     allow_download: bool = Field(False, description="let a hub id be fetched when it is not cached")
-    limit: int | None = Field(None, ge=1, description="only the first N questions")
+    tasks: list[str] | None = Field(
+        None, description="only these tasks: names, tracks (any of their names), task types or globs ('category_*')"
+    )
+    limit_per_task: int | None = Field(None, ge=1, description="only the first N questions of every task")
+    limit: int | None = Field(None, ge=1, description="only N questions, taken from the tasks in turn")
     embedding_models: dict[str, str] = Field(
         default_factory=dict,
         description="METRIC=PATH: a sentence-embedding metric's local model",
@@ -140,6 +144,8 @@ class EvalConfig(StrictConfig):
             "embedding_models",
             "concurrency",
             "limit",
+            "limit_per_task",
+            "tasks",
             "batch_size",
             "gpu_memory_utilization",
         }

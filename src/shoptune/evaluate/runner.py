@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +26,18 @@ from shoptune.evaluate.constraints import CONSTRAINED
 from shoptune.evaluate.debias import debiased, label_prior
 from shoptune.evaluate.predictions import Journal, read_journal, read_predictions, write_predictions
 from shoptune.evaluate.scoring import Scores, aggregate, render_markdown, score_questions
-from shoptune.locks import writing
+from shoptune.evaluate.selection import Selection, select
+from shoptune.hub import sha256_of
+from shoptune.locks import refuse_foreign, writing
+from shoptune.provenance import provenance
 from shoptune.schema import Example, TaskType, atomic_write_text, read_examples, read_state
 
 PREDICTIONS = "predictions.jsonl"
 JOURNAL = "predictions.partial.jsonl"
 CONFIG = "config.yaml"
+SCORED = "scored.json"  # what an `eval score` folder's scores were computed from
+EVAL_OWNED = frozenset({"run.json", CONFIG, PREDICTIONS, JOURNAL, "scores.json", "scores.md"})
+SCORE_OWNED = frozenset({SCORED, "scores.json", "scores.md"})
 
 
 def default_batch_size() -> int:
@@ -100,6 +107,7 @@ class RunResult:
     reused: int
     out: Path
     truncated_prompts: int = 0  # prompts longer than the model's context, which lost their beginning
+    selection: Selection | None = None
 
 
 def _prepare_out(out: Path, config: EvalConfig, data: Path) -> dict[str, Any]:
@@ -123,22 +131,36 @@ def _prepare_out(out: Path, config: EvalConfig, data: Path) -> dict[str, Any]:
             f"{out} holds answers from different settings ({', '.join(changed)}); "
             "choose another --out or delete that folder"
         )
-    return {**current, "truncated_prompts": int(previous.get("truncated_prompts") or 0)}
+    return {
+        **current,
+        "truncated_prompts": int(previous.get("truncated_prompts") or 0),
+        **({"provenance": previous["provenance"]} if "provenance" in previous else {}),
+    }
 
 
 def run_eval(data: Path, out: Path, config: EvalConfig, progress: bool = True) -> RunResult:
     """Answer what is missing, then score; one run at a time per folder."""
     examples = read_examples(data)
     with writing(out):
+        refuse_foreign(out, EVAL_OWNED, "eval run")
         record = _prepare_out(out, config, data)
         done: dict[int, str] = {}
         if (out / PREDICTIONS).is_file():
             done.update(read_predictions(out / PREDICTIONS, len(examples)))
         done.update(read_journal(out / JOURNAL))
-        examples = examples[: config.limit] if config.limit else examples
-        pending = [i for i in range(len(examples)) if i not in done]
+        chosen = select(examples, config.tasks, config.limit_per_task, config.limit)
+        pending = [i for i in chosen.indices if i not in done]
         if pending:
+            began = time.monotonic()
             backend = make_backend(config)
+            earlier = record.get("provenance", {})
+            served = config.backend == "openai"  # the model is a name the server knows, not weights here
+            record["provenance"] = {
+                **provenance(None if served else config.model, config.allow_download),
+                **({"model_identity": {"model": config.model, "base_url": config.base_url}} if served else {}),
+                **({"started": earlier["started"]} if "started" in earlier else {}),
+                "wall_seconds": float(earlier.get("wall_seconds") or 0.0),
+            }
             out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(out / "run.json", json.dumps(record, indent=2) + "\n")
             atomic_write_text(out / CONFIG, dump_config(config))
@@ -154,16 +176,19 @@ def run_eval(data: Path, out: Path, config: EvalConfig, progress: bool = True) -
                 journal.close()
                 # Counted even for an interrupted run: its journalled answers are kept and reused.
                 record["truncated_prompts"] += getattr(backend, "truncated_prompts", 0)
+                record["provenance"]["wall_seconds"] += round(time.monotonic() - began, 1)
                 atomic_write_text(out / "run.json", json.dumps(record, indent=2) + "\n")
             write_predictions(out / PREDICTIONS, done)
             (out / JOURNAL).unlink(missing_ok=True)
-        scores = score_and_write(examples, done, out, config)
+        kept = [examples[i] for i in chosen.indices]
+        scores = score_and_write(kept, {k: done[i] for k, i in enumerate(chosen.indices) if i in done}, out, config)
     return RunResult(
         scores=scores,
         computed=len(pending),
-        reused=len(examples) - len(pending),
+        reused=len(chosen.indices) - len(pending),
         out=out,
         truncated_prompts=record["truncated_prompts"],
+        selection=chosen,
     )
 
 
@@ -179,9 +204,18 @@ def score_and_write(examples: Sequence[Example], answers: dict[int, str], out: P
 
 
 def score_file(data: Path, predictions: Path, out: Path, config: EvalConfig) -> Scores:
-    """`eval score`: any system's raw responses, scored exactly like the official evaluator."""
+    """`eval score`: any system's raw responses, scored exactly like the official evaluator, into a folder of its
+    own: one that holds another verb's run, or scores of other questions or answers, is refused."""
     examples = read_examples(data)
     answers = read_predictions(predictions, len(examples))
     if out.exists() and not out.is_dir():
         raise ShoptuneError(f"--out {out}: exists and is not a directory")
-    return score_and_write(examples, answers, out, config)
+    inputs = {"data": sha256_of(data), "predictions": sha256_of(predictions)}
+    with writing(out):
+        refuse_foreign(out, SCORE_OWNED, "eval score")
+        if (out / SCORED).is_file() and read_state(out / SCORED).get("inputs") != inputs:
+            raise ShoptuneError(f"--out {out}: holds scores of other questions or answers; choose another folder")
+        scores = score_and_write(examples, answers, out, config)
+        record = {"data": str(data.resolve()), "predictions": str(predictions.resolve()), "inputs": inputs}
+        atomic_write_text(out / SCORED, json.dumps(record, indent=2) + "\n")
+    return scores

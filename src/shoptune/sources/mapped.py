@@ -18,7 +18,6 @@ takes a JSON array (in a CSV cell too).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import functools
 import hashlib
 import json
@@ -32,7 +31,7 @@ from typing import Any
 from pydantic import Field, ValidationError, model_validator
 
 from shoptune.config import StrictConfig
-from shoptune.errors import ShoptuneError
+from shoptune.errors import ShoptuneError, near
 from shoptune.metrics import METRICS, TaskType, known_metric, metrics_for
 from shoptune.schema import read_utf8
 from shoptune.sources import records
@@ -194,11 +193,6 @@ def defaulted(kind: str, entry: SourceEntry, ident: str) -> dict[str, Any]:
 
 
 # --- reading ----------------------------------------------------------------------------------------------
-
-
-def near(name: str, options: typing.Iterable[str]) -> str:
-    match = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
-    return f" (did you mean {match[0]!r}?)" if match else ""
 
 
 def table_files(path: Path) -> list[Path]:

@@ -1,8 +1,9 @@
 """A teacher LLM behind any OpenAI-compatible chat endpoint, with an on-disk cache.
 
 Retries with backoff on 429, 5xx, timeouts and dropped connections are the official `openai`
-client's own; this module adds the cache, keyed by the whole request, so a rerun (or a resumed run)
-pays only for requests it has never completed.
+client's own (bounded: `shoptune.endpoint`); this module adds the cache, keyed by the whole request, so a
+rerun (or a resumed run) pays only for requests it has never completed, a probe before the first request that
+is not in the cache, and a cap on the requests a run may make.
 """
 
 from __future__ import annotations
@@ -15,12 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from shoptune import endpoint
 from shoptune.errors import ShoptuneError
 from shoptune.schema import atomic_write_text, read_state
 
 
 class TeacherError(Exception):
     """A request that failed for good (retries exhausted, or an answer that is not a chat completion)."""
+
+    def __init__(self, cause: str, message: str) -> None:
+        super().__init__(message)
+        self.cause = cause  # endpoint.cause's short name, or "capped"
 
 
 @dataclass(frozen=True)
@@ -40,20 +46,37 @@ class Teacher:
         cache_dir: Path,
         api_key_env: str = "OPENAI_API_KEY",
         timeout: float = 60.0,
-        max_retries: int = 5,
+        max_retries: int = 2,
+        max_requests: int | None = None,
     ) -> None:
-        import openai
-
         base_url = base_url or os.environ.get("OPENAI_BASE_URL")
         if not base_url:
             raise ShoptuneError("the teacher needs base_url (in the spec, or OPENAI_BASE_URL), e.g. http://host/v1")
-        self.model = model
+        self.model, self.base_url, self.api_key_env = model, base_url, api_key_env
         self.cache_dir = Path(cache_dir)
-        self.client = openai.OpenAI(
-            base_url=base_url, api_key=os.environ.get(api_key_env, "EMPTY"), timeout=timeout, max_retries=max_retries
-        )
+        self.client = endpoint.client(base_url, api_key_env, timeout=timeout, max_retries=max_retries)
+        self.max_requests, self.timeout = max_requests, timeout
         self._lock = threading.Lock()
+        self._probed: ShoptuneError | bool = False
         self.http_calls = 0
+
+    def _probe(self) -> None:
+        """Before the first request that is not in the cache (the caller holds the lock): a failed probe is raised
+        again for every later request, so a run with thousands queued ends at once."""
+        if self._probed is False:
+            try:
+                endpoint.probe(
+                    self.client,
+                    model=self.model,
+                    base_url=self.base_url,
+                    api_key_env=self.api_key_env,
+                    timeout=self.timeout,
+                )
+                self._probed = True
+            except ShoptuneError as exc:
+                self._probed = exc
+        if isinstance(self._probed, ShoptuneError):
+            raise self._probed
 
     def _key(self, request: dict[str, Any]) -> Path:
         digest = hashlib.sha256(json.dumps(request, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
@@ -82,12 +105,15 @@ class Teacher:
             cached = read_state(path)
             return Completion(cached["text"], cached["prompt_tokens"], cached["completion_tokens"], cached=True)
         with self._lock:
+            self._probe()
+            if self.max_requests is not None and self.http_calls >= self.max_requests:
+                raise TeacherError("capped", f"max_requests {self.max_requests} reached")
             self.http_calls += 1
         try:
             reply = self.client.chat.completions.create(**request)
             text = reply.choices[0].message.content or ""
         except (openai.APIError, IndexError, AttributeError, ValueError) as exc:
-            raise TeacherError(f"{type(exc).__name__}: {str(exc)[:200]}") from None
+            raise TeacherError(endpoint.cause(exc), f"{type(exc).__name__}: {str(exc)[:200]}") from None
         usage = reply.usage
         result = {
             "text": text,

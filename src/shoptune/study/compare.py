@@ -22,10 +22,6 @@ def answers_of(out: Path, cell: str, eval_set: str, examples: list[Example]) -> 
     return [answers.get(i, "") for i in range(len(examples))]
 
 
-def read_examples_cut(path: Path, limit: int | None) -> list[Example]:
-    return read_examples(path)[:limit]  # the cells answered the first `limit` questions
-
-
 def question_scores(out: Path, cell: str, eval_set: str, examples: list[Example]) -> list[QuestionScore]:
     return score_questions(examples, answers_of(out, cell, eval_set, examples))
 
@@ -33,8 +29,15 @@ def question_scores(out: Path, cell: str, eval_set: str, examples: list[Example]
 def paired(out: Path, cells: tuple[str, str], sets: tuple[str, str], examples: list[Example]) -> dict[str, float]:
     """First minus second, overall, with its paired bootstrap 95% interval."""
     samples = paired_overall_samples([question_scores(out, c, s, examples) for c, s in zip(cells, sets, strict=True)])
-    low, high = np.percentile(samples[0] - samples[1], [2.5, 97.5])
-    return {"difference": float(np.mean(samples[0] - samples[1])), "ci_low": float(low), "ci_high": float(high)}
+    differences = samples[0] - samples[1]
+    low, high = np.percentile(differences, [2.5, 97.5])
+    mean = float(np.mean(differences))
+    # Where every resample gives one value, the mean and the percentiles differ by rounding alone.
+    low, high = (
+        (min(low, mean) if np.isclose(low, mean) else low),
+        (max(high, mean) if np.isclose(high, mean) else high),
+    )
+    return {"difference": mean, "ci_low": float(low), "ci_high": float(high)}
 
 
 def parse_share(out: Path, cell: str, eval_set: str, examples: list[Example]) -> float:
@@ -60,12 +63,12 @@ def _label(table: pd.DataFrame, cell: str) -> str:
     return "base" if row.design == "base" else f"{row.design} r{row['rank']} s{row.seed}"
 
 
-def variants(out: Path, table: pd.DataFrame, sets: dict[str, Path], limit: int | None) -> list[dict[str, Any]]:
+def variants(out: Path, table: pd.DataFrame, sets: dict[str, Path]) -> list[dict[str, Any]]:
     """Every cell under every variant against the same cell answering plainly, per set."""
     rows = []
     present = set(table.eval_set)
     for eval_set, path in sets.items():
-        examples = read_examples_cut(path, limit)
+        examples = read_examples(path)
         labels = sorted(s for s in present if s.startswith(eval_set + VARIANT))
         for cell in table.cell.unique():
             for label in labels:
@@ -123,7 +126,7 @@ def variant_lines(rows: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
-def adapters(out: Path, table: pd.DataFrame, sets: dict[str, Path], limit: int | None) -> list[dict[str, Any]]:
+def adapters(out: Path, table: pd.DataFrame, sets: dict[str, Path]) -> list[dict[str, Any]]:
     """Each cell of the adapters design against the single LoRA on every capability (the capability design's most
     diverse cell of the same model, rank and seed), per set."""
     overall = table[table.level == "overall"].drop_duplicates("cell")
@@ -135,7 +138,7 @@ def adapters(out: Path, table: pd.DataFrame, sets: dict[str, Path], limit: int |
             continue
         reference = same.sort_values("n_capabilities").cell.iloc[-1]
         for eval_set, path in sets.items():
-            examples = read_examples_cut(path, limit)
+            examples = read_examples(path)
             rows.append(
                 {
                     "eval_set": eval_set,

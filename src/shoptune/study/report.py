@@ -125,14 +125,14 @@ def track_bars(table: pd.DataFrame, eval_set: str, path: Path) -> pd.DataFrame:
     return bars
 
 
-def against_base(out: Path, table: pd.DataFrame, sets: dict[str, Path], limit: int | None) -> list[dict[str, Any]]:
+def against_base(out: Path, table: pd.DataFrame, sets: dict[str, Path]) -> list[dict[str, Any]]:
     """Every trained cell minus its base model, overall and per track, on every set both answered, with paired
     bootstrap 95% intervals (the same resampled questions for both)."""
     rows = []
     scores = table[table.level != "task"].set_index(["cell", "eval_set", "name"]).score
     for eval_set, path in sets.items():
         here = table[(table.level == "overall") & (table.eval_set == eval_set)]
-        examples = read_examples(path)[:limit]  # the cells answered the first `limit` questions
+        examples = read_examples(path)  # a set cut by per_task or limit is its cut file
         for _model, cells in here.groupby("model"):
             base = cells[cells.design == "base"]
             if base.empty:
@@ -221,11 +221,9 @@ def against_base_lines(rows: list[dict[str, Any]]) -> list[str]:
     return [*lines, ""]
 
 
-def paired_steps(
-    out: Path, table: pd.DataFrame, eval_set: str, data_path: Path, limit: int | None
-) -> list[dict[str, Any]]:
+def paired_steps(out: Path, table: pd.DataFrame, eval_set: str, data_path: Path) -> list[dict[str, Any]]:
     """For each group, rank and seed: the difference between consecutive designs, with a paired 95% CI."""
-    examples = read_examples(data_path)[:limit]
+    examples = read_examples(data_path)
     overall = table[(table.eval_set == eval_set) & (table.level == "overall") & (table.design != "base")]
 
     steps = []
@@ -296,16 +294,16 @@ def write_report(out: Path) -> Path:
     if not base.empty:
         lines += [f"Base model overall: {base.score.mean():.4f}", ""]
     with_variants = {scored_name(name, v): p for name, p in sets.items() for v in ["", *study.eval.variants]}
-    tuned_vs_base = against_base(out, table, with_variants, study.eval.limit)
+    tuned_vs_base = against_base(out, table, with_variants)
     if tuned_vs_base:
         plot_against_base(tuned_vs_base, out / "against_base.png")
         lines += against_base_lines(tuned_vs_base)
         atomic_write_text(out / "against_base.json", json.dumps(tuned_vs_base, indent=2) + "\n")
-    variant_rows = compare.variants(out, table, sets, study.eval.limit)
+    variant_rows = compare.variants(out, table, sets)
     if variant_rows:
         lines += compare.variant_lines(variant_rows)
         atomic_write_text(out / "variants.json", json.dumps(variant_rows, indent=2) + "\n")
-    adapter_rows = compare.adapters(out, table, sets, study.eval.limit)
+    adapter_rows = compare.adapters(out, table, sets)
     if adapter_rows:
         lines += compare.adapter_lines(adapter_rows)
         atomic_write_text(out / "adapters.json", json.dumps(adapter_rows, indent=2) + "\n")
@@ -342,7 +340,7 @@ def write_report(out: Path) -> Path:
             bars.rename(index=short_name).round(4).to_markdown(),
             "",
         ]
-    steps = paired_steps(out, table, eval_set, data_path, study.eval.limit)
+    steps = paired_steps(out, table, eval_set, data_path)
     lines += [
         "## Does adding diversity help? Paired bootstrap, 95%",
         "",

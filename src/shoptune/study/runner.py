@@ -24,6 +24,7 @@ from shoptune.data.spec import MixtureSpec
 from shoptune.errors import ShoptuneError
 from shoptune.evaluate.config import EvalConfig
 from shoptune.evaluate.runner import run_eval
+from shoptune.evaluate.selection import select
 from shoptune.locks import writing
 from shoptune.schema import atomic_write_text, from_row, read_examples, read_state, write_jsonl
 from shoptune.study.spec import Cell, StudySpec, expand, scored_name
@@ -36,21 +37,18 @@ VALIDATION = "validation"
 
 
 def eval_sets(study: StudySpec, out: Path) -> dict[str, Path]:
-    """The evaluation sets by name; with per_task, each is cut once to its fixed subset under DIR/sets/."""
+    """The evaluation sets by name; with per_task or limit, each is cut once to its fixed subset under DIR/sets/,
+    so every cell answers, and every comparison reads, the same questions."""
     sets = {Path(p).stem: Path(p) for p in study.eval.sets}
-    if study.eval.per_task is None:
+    if study.eval.per_task is None and study.eval.limit is None:
         return sets
     cut = {}
     for name, path in sets.items():
         target = out / "sets" / f"{name}.jsonl"
         if not target.is_file():
-            taken: dict[str, int] = {}
-            rows = []
-            for ex in read_examples(path):
-                taken[ex.task_name] = taken.get(ex.task_name, 0) + 1
-                if taken[ex.task_name] <= study.eval.per_task:
-                    rows.append(ex.to_json())
-            write_jsonl(target, rows)
+            examples = read_examples(path)
+            chosen = select(examples, limit_per_task=study.eval.per_task, limit=study.eval.limit)
+            write_jsonl(target, [examples[i].to_json() for i in chosen.indices])
         cut[name] = target
     return cut
 
@@ -118,7 +116,7 @@ def run_cell(cell: Cell, study: StudySpec, out: Path, progress: bool) -> dict[st
         for variant, overrides in variants.items():
             if "alpha" in overrides and adapter is None:
                 continue  # wise-ft moves between the base and one adapter
-            settings = {"batch_size": study.eval.batch_size, "limit": study.eval.limit, **overrides, **owned}
+            settings = {"batch_size": study.eval.batch_size, **overrides, **owned}
             label = scored_name(name, variant)
             result = run_eval(path, folder / "eval" / label, EvalConfig.model_validate(settings), progress=progress)
             scores[label] = result.scores.to_json()
@@ -194,6 +192,53 @@ def _run_ray(todo: list[Cell], study: StudySpec, out: Path, bar: tqdm, address: 
     finally:
         if started:
             ray.shutdown()
+
+
+# Rough rates of the default model (SmolLM2-135M) on 2 CPU cores, from the README main job: a training step of 8
+# examples, and one question answered. Only for --dry-run's estimate; other models get none.
+SECONDS_PER_STEP_OF_8 = 5.6
+SECONDS_PER_QUESTION = 0.9
+
+
+def plan_study(study: StudySpec, out: Path) -> list[dict[str, Any]]:
+    """Each cell as --dry-run shows it, without building, training or scoring anything."""
+    questions = {}
+    for name, path in {Path(p).stem: Path(p) for p in study.eval.sets}.items():
+        chosen = select(read_examples(path), limit_per_task=study.eval.per_task, limit=study.eval.limit)
+        questions[name] = len(chosen.indices)
+    variants = 1 + len(study.eval.variants)
+    rows = []
+    for cell in expand(study):
+        steps = None
+        trains = "nothing (base model)" if not cell.parts else f"{cell.method} of {len(cell.parts)} adapters"
+        if cell.mixture is not None:
+            steps = int(study.train.get("max_steps", -1))
+            batch = int(study.train.get("batch_size", 8)) * int(study.train.get("gradient_accumulation", 1))
+            mixture = f"{cell.design} ({cell.mixture['examples_per_subtask']}/subtask)"
+            trains = f"{mixture}, rank {cell.rank}, seed {cell.seed}, " + (
+                f"{steps} steps of {batch}" if steps > 0 else "epochs"
+            )
+        asked = sum(questions.values()) * variants
+        scores = ", ".join(f"{name} {n}" for name, n in questions.items()) + (
+            f" x {variants} answering settings" if variants > 1 else ""
+        )
+        if cell.mixture is not None and study.eval.validation:
+            scores += ", and its validation split"
+        seconds = None
+        if Path(cell.model) == Path(study.model_path("default")) and (steps is None or steps > 0):
+            batch = int(study.train.get("batch_size", 8)) if steps else 8
+            seconds = (steps or 0) * SECONDS_PER_STEP_OF_8 * batch / 8 + asked * SECONDS_PER_QUESTION
+        rows.append(
+            {
+                "key": cell.key,
+                "model": Path(cell.model).name,
+                "trains": trains,
+                "scores": scores,
+                "seconds": seconds,
+                "done": (out / "cells" / cell.key / "result.json").is_file(),
+            }
+        )
+    return rows
 
 
 def run_study(

@@ -98,10 +98,10 @@ def _key(payload: dict[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def load_study(path: Path) -> StudySpec:
+def load_study(path: Path, overrides: dict[str, Any] | None = None) -> StudySpec:
     """The study, checked whole before anything runs; its `mixture:` and `train:` settings are overrides of other
     configs, and their relative paths, like the spec's own, are taken from the spec's folder."""
-    study = load_config(StudySpec, path)
+    study = load_config(StudySpec, path, overrides)
     unknown = sorted(set(study.designs) - set(GROUPS))
     if unknown:
         raise ShoptuneError(f"{path}: unknown design group(s) {unknown}; expected {list(GROUPS)}")

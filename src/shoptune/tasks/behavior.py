@@ -180,8 +180,8 @@ def esci_query_ranking(task: Subtask, corpus: RawCorpus, rng: random.Random) -> 
     if not groups:
         return None
     shown = rng.sample(rng.choice(groups), 5)
-    if len({j.product.title for j in shown}) < 5:
-        return None
+    if len({j.product.title for j in shown}) < 5 or len({j.label for j in shown}) < 2:
+        return None  # five alike would rank nothing: every order scores the same
     prompt = task.template(rng, query=shown[0].query, candidates=numbered([j.product.title for j in shown]))
     return task.example(prompt, [ESCI_GAIN[j.label] for j in shown], language=shown[0].locale.lower())
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -28,6 +28,27 @@ class LoraSettings(StrictConfig):
 
 class TrainConfig(StrictConfig):
     """One training run. Each setting is also a `train` option (its description is the option's help)."""
+
+    habits: ClassVar[dict[str, str]] = {
+        "num_train_epochs": "epochs",
+        "per_device_train_batch_size": "batch_size",
+        "per_device_eval_batch_size": "batch_size",
+        "gradient_accumulation_steps": "gradient_accumulation",
+        "lr_scheduler_type": "lr_scheduler",
+        "model_name_or_path": "model",
+        "cutoff_len": "max_length",
+        "max_seq_length": "max_length",
+        "lora_rank": "lora.rank",
+        "lora_r": "lora.rank",
+        "r": "lora.rank",
+        "lora_alpha": "lora.alpha",
+        "lora_dropout": "lora.dropout",
+        "lora_target": "lora.target_modules",
+        "finetuning_type": "method",
+        "dataset": "mixture (a mixture folder or spec) or data (JSON Lines)",
+        "output_dir": "--out (the run folder is an option of the command)",
+        "resume_from_checkpoint": "--resume (a rerun resumes by itself)",
+    }
 
     model: str = Field(DEFAULT_MODEL, description="base model: name, .gguf file, folder or hub id")
     mixture: Path | None = Field(None, description="a mixture: a `shoptune data build` folder or a mixture spec")

@@ -16,6 +16,7 @@ import itertools
 import json
 import math
 import os
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,8 @@ from shoptune.adapters import interpolate
 from shoptune.config import dump_config
 from shoptune.errors import ShoptuneError, require_extra
 from shoptune.hub import load_causal_lm, require_adapter, sha256_of, with_adapter
-from shoptune.locks import writing
+from shoptune.locks import refuse_foreign, writing
+from shoptune.provenance import provenance
 from shoptune.schema import Example, atomic_write_text, folder_in_place, read_examples, read_state
 from shoptune.tasks.render import answer_text, render_prompt
 from shoptune.train.config import TrainConfig
@@ -33,6 +35,8 @@ from shoptune.train.distributed import agree, check_launch, fsdp_on_cpu, how_it_
 ADAPTER = "adapter"
 RUN_RECORD = "run.json"  # what decided the run's weights, compared by a rerun before it resumes
 SUMMARY = "train_summary.json"  # written last: a finished run
+LOSS_RECORD = "shoptune_loss.json"  # in each checkpoint: the summed step losses up to it
+TRAIN_OWNED = frozenset({RUN_RECORD, SUMMARY, ADAPTER, "config.yaml", "checkpoints", "logs", "mixture"})
 
 
 def mixture_folder(config: TrainConfig, out: Path) -> Path:
@@ -216,6 +220,17 @@ def make_trainer(*args: Any, **kwargs: Any) -> Any:
 
     class AnswerOnlyTrainer(Trainer):
         loss_is_scaled_for_ga = True  # divided by the accumulated batch's answer tokens, as the models' own loss is
+        earlier_loss = 0.0  # the summed step losses before this session's first step (read from its checkpoint)
+
+        def _save_checkpoint(self, model: Any, trial: Any) -> None:
+            """Each checkpoint also keeps the summed loss of every step so far, so a resumed run's train_loss is
+            over the whole run (transformers' own is over the steps since the resume)."""
+            super()._save_checkpoint(model, trial)
+            if self.is_world_process_zero():
+                session = self._total_loss_scalar + float(self._tr_loss.item())
+                folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
+                summed = {"step": self.state.global_step, "summed_loss": self.earlier_loss + session}
+                atomic_write_text(folder / LOSS_RECORD, json.dumps(summed) + "\n")
 
         def create_accelerator_and_postprocess(self) -> None:
             super().create_accelerator_and_postprocess()
@@ -254,6 +269,7 @@ def train(config: TrainConfig, out: Path, *, resume: bool = True, progress: bool
 
         def decide() -> dict[str, Any] | None:
             held.enter_context(writing(out))  # until training ends
+            refuse_foreign(out, TRAIN_OWNED, "train")
             refuse_other_runs(record, out)
             if resume and (out / SUMMARY).is_file() and (out / ADAPTER).is_dir():
                 return read_state(out / SUMMARY)  # this very run has finished: nothing to redo
@@ -335,13 +351,30 @@ def _train(config: TrainConfig, out: Path, record: dict[str, Any], *, resume: bo
         processing_class=tokenizer,
     )
     distributed = how_it_ran(trainer.accelerator)
+    # A resumed run keeps its first start, and adds its own time to what the earlier attempts took.
+    earlier = read_state(out / RUN_RECORD).get("provenance") or {} if (out / RUN_RECORD).is_file() else {}
+    made = {**provenance(config.model, config.allow_download), **{k: earlier[k] for k in ("started",) if k in earlier}}
+    made["wall_seconds"] = float(earlier.get("wall_seconds") or 0.0)
+    record = {**record, "distributed": distributed, "provenance": made}
     if trainer.is_world_process_zero():
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", dump_config(config))
-        atomic_write_text(out / RUN_RECORD, json.dumps({**record, "distributed": distributed}, indent=2) + "\n")
+        atomic_write_text(out / RUN_RECORD, json.dumps(record, indent=2) + "\n")
     if not progress:
         trainer.remove_callback(PrinterCallback)  # quiet means quiet: no per-step dicts on stdout
-    result = trainer.train(resume_from_checkpoint=checkpoint)
+    start_step = 0
+    if checkpoint is not None and (Path(checkpoint) / LOSS_RECORD).is_file():
+        earlier = read_state(Path(checkpoint) / LOSS_RECORD)
+        trainer.earlier_loss, start_step = float(earlier["summed_loss"]), int(earlier["step"])
+    began = time.monotonic()
+    try:
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+    finally:  # an interrupted attempt's time counts too
+        made["wall_seconds"] = round(made["wall_seconds"] + time.monotonic() - began, 1)
+        if trainer.is_world_process_zero():
+            atomic_write_text(out / RUN_RECORD, json.dumps(record, indent=2) + "\n")
+    session_steps = result.global_step - start_step
+    train_loss = (trainer.earlier_loss + result.training_loss * session_steps) / max(result.global_step, 1)
     final_eval = final_eval_loss(trainer) if eval_set is not None else None
     model.config.use_cache = True  # saved models generate with a KV cache again
     save_complete(trainer, out / ADAPTER, full=config.method == "full", trained=trained)  # every process takes part
@@ -354,15 +387,17 @@ def _train(config: TrainConfig, out: Path, record: dict[str, Any], *, resume: bo
             "train_examples": len(train_examples),
             "eval_examples": len(held_out),
             "steps": result.global_step,
-            "train_loss": result.training_loss,
+            "train_loss": train_loss,
             "initial_eval_loss": initial_eval_loss(trainer),
             "final_eval_loss": final_eval,
             "tokens_seen": trainer.state.num_input_tokens_seen,
             "train_seconds": result.metrics.get("train_runtime"),
             "distributed": distributed,
+            "provenance": made,
             "log_history": trainer.state.log_history,
         }
         atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2, default=_jsonable) + "\n")
+        atomic_write_text(out / RUN_RECORD, json.dumps(record, indent=2) + "\n")
     leave()  # together, once the run is recorded finished
     return summary
 
