@@ -165,8 +165,10 @@ def test_a_refused_connection_and_a_refused_key_say_what_to_set(teacher, tmp_pat
 
 
 def test_dry_run_counts_requests_tokens_and_cost_and_asks_nothing(teacher, tmp_path, run_cli):
-    spec = generation_spec(tmp_path, teacher, examples_per_subtask=5, raw_dir=str(ROOT / "data" / "raw"))
-    code, _, err = run_cli("data", "generate", spec, "--out", tmp_path / "o", "--dry-run")
+    spec = generation_spec(tmp_path, teacher, raw_dir=str(ROOT / "data" / "raw"))
+    code, _, err = run_cli(
+        "data", "generate", spec, "--out", tmp_path / "o", "--dry-run", "--set", "examples_per_subtask=5"
+    )
     assert code == 0, err
     assert "5 examples of 1 subtask(s): 0 answered in the cache, 5 new request(s)" in err
     assert "at the spec's prices" in err and Teacher.requests == []
