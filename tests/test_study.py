@@ -140,6 +140,19 @@ def test_report_numbers_come_from_the_table(tiny_model, tmp_path, run_cli):
     assert {s["group"] for s in steps} == {"capability", "task"}
     for s in steps:
         assert s["ci_low"] <= s["difference"] <= s["ci_high"]
+    # The no-model baseline beside base and tuned: the same score `eval baseline` gives on the questions the cells
+    # answered (the set cut to its limit, spread across tasks).
+    found = json.loads((out / "baselines.json").read_text())
+    assert len((out / "sets" / "development.jsonl").read_text().splitlines()) == 12
+    code, _, err = run_cli(
+        "eval", "baseline", out / "sets" / "development.jsonl", "--out", tmp_path / "b", "--bootstrap", "0"
+    )
+    assert code == 0, err
+    assert found["development"]["constant"] == pytest.approx(
+        json.loads((tmp_path / "b" / "scores.json").read_text())["overall"]
+    )
+    assert found["development"]["base"] == pytest.approx(overall[overall.design == "base"].score.iloc[0])
+    assert "| development | " + f"{found['development']['constant']:.4f}" in report
     code, _, err = run_cli("study", "report", tmp_path / "nothing")
     assert code == 2 and "no finished cells" in err
 

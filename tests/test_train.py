@@ -269,7 +269,15 @@ def test_full_fine_tuning_trains_every_weight(examples_file, tiny_model, tmp_pat
 @pytest.mark.slow
 def test_demo_config_trains_the_default_model_on_a_shipped_mixture(run_cli, tmp_path):
     code, _, err = run_cli(
-        "train", ROOT / "configs" / "train" / "demo.yaml", "--out", tmp_path, "--max-steps", "2", "--no-progress"
+        "train",
+        ROOT / "configs" / "train" / "demo.yaml",
+        "--out",
+        tmp_path,
+        "--max-steps",
+        "2",
+        "--max-eval-examples",
+        "8",  # the two validation passes on 64 would be most of this test's time
+        "--no-progress",
     )
     assert code == 0, err
     summary = json.loads((tmp_path / "train_summary.json").read_text())

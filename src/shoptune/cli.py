@@ -250,6 +250,24 @@ def eval_score(
     _show_scores(score_file(data, predictions, out, load_config(EvalConfig, None, overrides)), out)
 
 
+@eval_app.command("baseline")
+@config_options(EvalConfig, only=("embedding_models", "bootstrap", "seed"))
+def eval_baseline(
+    data: Annotated[Path, typer.Argument(help="ShopBench-format JSON Lines with the truth")],
+    out: Annotated[Path, typer.Option(help="folder for predictions.jsonl, scores and baseline.json")],
+    overrides: dict[str, Any],
+) -> None:
+    """Score answers that need no model (the best constant option, the listed order, no entities, the prompt's
+    own text): what a model's score must beat before it says anything."""
+    from shoptune.config import load_config
+    from shoptune.evaluate.runner import baseline_file
+
+    scores, said = baseline_file(data, out, load_config(EvalConfig, None, overrides))
+    for task_type, what in said.items():
+        console.print(f"{task_type}: {what}")
+    _show_scores(scores, out)
+
+
 @eval_app.command("run")
 @config_options(EvalConfig)
 def eval_run(
@@ -275,6 +293,10 @@ def eval_run(
     if result.selection is not None and result.selection.partial:
         console.print(result.selection.describe())
     _show_scores(result.scores, out)
+
+
+# Task types as narrow tables show them.
+TYPE_SHORT = {"multiple-choice": "mc", "named_entity_recognition": "ner", "generation": "gen"}
 
 
 @tasks_app.command("list")
@@ -357,10 +379,6 @@ def tasks_list(
         }
         table.add_row(*(cells[c] for c in columns))
     out.print(table)
-
-
-# Task types as narrow tables show them.
-TYPE_SHORT = {"multiple-choice": "mc", "named_entity_recognition": "ner", "generation": "gen"}
 
 
 @data_app.command("build")
@@ -607,7 +625,7 @@ def _show_plan(cells: list[dict[str, Any]]) -> None:
     total = 0.0
     for cell in cells:
         seconds = cell["seconds"]
-        total += seconds or 0.0
+        total += 0.0 if cell["done"] else seconds or 0.0
         shown = "done" if cell["done"] else (f"{seconds / 60:.0f} min" if seconds is not None else "?")
         table.add_row(cell["key"], cell["model"], cell["trains"], cell["scores"], shown)
     Console().print(table)

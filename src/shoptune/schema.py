@@ -19,14 +19,14 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from shoptune.errors import ShoptuneError, located
-from shoptune.metrics import METRICS, Metric, TaskType, known_metric, metric_def, metrics_for
+from shoptune.metrics import METRICS, TaskType, known_metric, metric_def, metrics_for
+from shoptune.metrics import Metric as Metric  # re-exported: the layers above take the record's names from here
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
 
 _TASK_TYPES = frozenset(t.value for t in TaskType)
-__all__ = ["Example", "Metric", "TaskType"]  # Metric and TaskType are re-exported for the layers above
 OutputField = int | list[int] | list[float] | list[str] | str
 
 

@@ -171,6 +171,12 @@ def _demo(task: Subtask, corpus: RawCorpus | None, number: int, seed: int) -> Ex
     return None
 
 
+def _job(spec: GenerateSpec, task: Subtask, k: int, demo: Example | None) -> tuple[list[dict[str, str]], dict]:
+    """Example k's messages, and the job they make: the key under which the cache remembers its answer."""
+    messages = teacher_messages(task, k, demo)
+    return messages, {"model": spec.model, "messages": messages, "seed": spec.seed, "k": k}
+
+
 def _teacher(spec: GenerateSpec, out: Path) -> Teacher:
     return Teacher(
         base_url=spec.base_url,
@@ -195,8 +201,7 @@ def plan(spec: GenerateSpec, out: Path) -> dict[str, Any]:
     for task in tasks:
         for k in range(spec.examples_per_subtask):
             demo = _demo(task, corpus, k, spec.seed)
-            messages = teacher_messages(task, k, demo)
-            job = {"model": spec.model, "messages": messages, "seed": spec.seed, "k": k}
+            messages, job = _job(spec, task, k, demo)
             requests += 1
             if teacher.recall(job) is not None:
                 cached += 1
@@ -252,8 +257,7 @@ def _generate(spec: GenerateSpec, out: Path, progress: bool) -> dict[str, Any]:
         """One example; the events are tallied by the caller, so no counter is shared between threads."""
         task, k = job
         events: Counter = Counter()
-        messages = teacher_messages(task, k, _demo(task, corpus, k, spec.seed))
-        job = {"model": spec.model, "messages": messages, "seed": spec.seed, "k": k}
+        messages, job = _job(spec, task, k, _demo(task, corpus, k, spec.seed))
         known = teacher.recall(job)
         for attempt in [known] if known is not None else range(spec.attempts):
             try:

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from shoptune.config import dump_config
 from shoptune.errors import ShoptuneError
 from shoptune.evaluate.backends import BACKENDS, Backend
+from shoptune.evaluate.baselines import constant_answers
 from shoptune.evaluate.config import EvalConfig
 from shoptune.evaluate.constraints import CONSTRAINED
 from shoptune.evaluate.debias import debiased, label_prior
@@ -38,6 +39,8 @@ CONFIG = "config.yaml"
 SCORED = "scored.json"  # what an `eval score` folder's scores were computed from
 EVAL_OWNED = frozenset({"run.json", CONFIG, PREDICTIONS, JOURNAL, "scores.json", "scores.md"})
 SCORE_OWNED = frozenset({SCORED, "scores.json", "scores.md"})
+BASELINE = "baseline.json"  # what a no-model baseline answered, per task type
+BASELINE_OWNED = frozenset({BASELINE, PREDICTIONS, "scores.json", "scores.md"})
 
 
 def default_batch_size() -> int:
@@ -219,3 +222,19 @@ def score_file(data: Path, predictions: Path, out: Path, config: EvalConfig) -> 
         record = {"data": str(data.resolve()), "predictions": str(predictions.resolve()), "inputs": inputs}
         atomic_write_text(out / SCORED, json.dumps(record, indent=2) + "\n")
     return scores
+
+
+def baseline_file(data: Path, out: Path, config: EvalConfig) -> tuple[Scores, dict[str, str]]:
+    """`eval baseline`: the no-model answers of `evaluate.baselines`, written and scored like a model's."""
+    examples = read_examples(data)
+    responses, said = constant_answers(examples)
+    if out.exists() and not out.is_dir():
+        raise ShoptuneError(f"--out {out}: exists and is not a directory")
+    with writing(out):
+        refuse_foreign(out, BASELINE_OWNED, "eval baseline")
+        answers = dict(enumerate(responses))
+        write_predictions(out / PREDICTIONS, answers)
+        scores = score_and_write(examples, answers, out, config)
+        record = {"data": str(data.resolve()), "answered": said}
+        atomic_write_text(out / BASELINE, json.dumps(record, indent=2) + "\n")
+    return scores, said

@@ -224,10 +224,10 @@ def plan_study(study: StudySpec, out: Path) -> list[dict[str, Any]]:
         )
         if cell.mixture is not None and study.eval.validation:
             scores += ", and its validation split"
-        seconds = None
+        seconds = None  # a model other than the default, or a budget in epochs: no estimate
         if Path(cell.model) == Path(study.model_path("default")) and (steps is None or steps > 0):
-            batch = int(study.train.get("batch_size", 8)) if steps else 8
-            seconds = (steps or 0) * SECONDS_PER_STEP_OF_8 * batch / 8 + asked * SECONDS_PER_QUESTION
+            per_step = SECONDS_PER_STEP_OF_8 * int(study.train.get("batch_size", 8)) / 8
+            seconds = (steps or 0) * per_step + asked * SECONDS_PER_QUESTION
         rows.append(
             {
                 "key": cell.key,

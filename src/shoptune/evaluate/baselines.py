@@ -1,0 +1,59 @@
+"""Answers that need no model, scored by the same engine: what a score must beat before it says anything about
+what a model learnt. Per task type: multiple choice, the one option label that scores best over the set (an
+upper bound of answering without reading, since it is chosen on the questions themselves); retrieval, the
+first three listed items; ranking, the listed order; NER, no entities; generation, the prompt's own input
+text (a product title, a category, a sentence to translate), repeated back."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from shoptune.evaluate.scoring import score_questions
+from shoptune.schema import Example, TaskType
+from shoptune.tasks.render import option_labels
+
+INPUT = re.compile(r"Input:\s*(.*?)\s*(?:\n\s*Output:|$)", re.DOTALL)
+ANSWER_CUE = ("output:", "answer:")
+
+FIXED = {
+    TaskType.RETRIEVAL: ("1,2,3", "the first three listed"),
+    TaskType.RANKING: ("1,2,3,4,5", "the listed order"),
+    TaskType.NER: ("", "no entities"),
+}
+
+
+def input_text(prompt: str) -> str:
+    """The text a generation question is about: after its last `Input:`, else its last line that is not a cue."""
+    found = INPUT.findall(prompt)
+    if found and found[-1].strip():
+        return found[-1].strip()
+    lines = [line.strip() for line in prompt.splitlines() if line.strip()]
+    lines = [line for line in lines if line.lower() not in ANSWER_CUE]
+    return lines[-1] if lines else ""
+
+
+def best_label(examples: Sequence[Example]) -> str:
+    """The option label that, answered to every multiple-choice question, scores best (the lowest on a tie)."""
+    labels = sorted({label for ex in examples for label in option_labels(ex.input_field)})
+    totals = {label: sum(s.value for s in score_questions(examples, [label] * len(examples))) for label in labels}
+    return max(labels, key=lambda label: (totals[label], -int(label)))
+
+
+def constant_answers(examples: Sequence[Example]) -> tuple[list[str], dict[str, str]]:
+    """One response per question, and what each task type was answered with."""
+    choice = [ex for ex in examples if ex.task_type is TaskType.MULTIPLE_CHOICE]
+    label = best_label(choice) if choice else None
+    said: dict[str, str] = {}
+    responses = []
+    for ex in examples:
+        if ex.task_type is TaskType.MULTIPLE_CHOICE:
+            assert label is not None
+            response, what = label, f"always option {label} (the best single label on this set)"
+        elif ex.task_type is TaskType.GENERATION:
+            response, what = input_text(ex.input_field), "the prompt's own input text"
+        else:
+            response, what = FIXED[ex.task_type]
+        responses.append(response)
+        said[ex.task_type.value] = what
+    return responses, said
