@@ -1,6 +1,7 @@
 """`shoptune study`: grid expansion, resumable execution, failure isolation, the table and the report."""
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -155,6 +156,25 @@ def test_report_numbers_come_from_the_table(tiny_model, tmp_path, run_cli):
     assert "| development | " + f"{found['development']['constant']:.4f}" in report
     code, _, err = run_cli("study", "report", tmp_path / "nothing")
     assert code == 2 and "no finished cells" in err
+
+
+@pytest.mark.slow
+def test_a_one_cell_study_reports_no_empty_section(tiny_model, tmp_path, run_cli):
+    spec = write_spec(tmp_path, tiny_model, {"capability": ["one"]})
+    code, _, err = run_cli("study", "run", spec, "--out", tmp_path / "s", "--no-progress")
+    assert code == 0, err
+    report = (tmp_path / "s" / "report.md").read_text()
+    sections = report.split("\n## ")[1:]
+    assert sections and all(len([line for line in part.splitlines()[1:] if line.strip()]) >= 1 for part in sections)
+    # One design at one rank: no progression, no heatmap, no steps, and no pictures of them left behind.
+    assert "Score against" not in report and "Rank x diversity" not in report and "Does adding" not in report
+    assert (
+        not list((tmp_path / "s").glob("*progression.png"))
+        and not (tmp_path / "s" / "rank_diversity_heatmap.png").exists()
+    )
+    for link in re.findall(r"\]\(([^)]+)\)", report):
+        assert (tmp_path / "s" / link).is_file(), link
+    assert "## Against answers that need no model" in report and "## Tuned against the base model" in report
 
 
 @pytest.mark.slow

@@ -364,8 +364,11 @@ def write_report(out: Path) -> Path:
     if adapter_rows:
         lines += compare.adapter_lines(adapter_rows)
         atomic_write_text(out / "adapters.json", json.dumps(adapter_rows, indent=2) + "\n")
+    trained = table[table.design != "base"]
     for group in AXES:
-        if not table.groups.str.contains(group).any():
+        designs = trained[trained.groups.str.contains(group)].design.nunique()
+        if designs < 2:  # a progression needs two designs at least; one point says nothing
+            (out / f"{group}_progression.png").unlink(missing_ok=True)
             continue
         data = plot_progression(table, group, eval_set, out / f"{group}_progression.png")
         column = AXES[group][0]
@@ -379,8 +382,12 @@ def write_report(out: Path) -> Path:
         ]
         lines += [f"| {r.design} | {getattr(r, column)} | {r.rank} | {r.overall:.4f} |" for r in data.itertuples()]
         lines.append("")
-    _grid, synergy = heatmap(table, eval_set, out / "rank_diversity_heatmap.png")
-    lines += ["## Rank x diversity", "", "![heatmap](rank_diversity_heatmap.png)", ""]
+    synergy = None
+    if trained.design.nunique() >= 2 or trained["rank"].nunique() >= 2:  # a grid of one cell says nothing
+        _grid, synergy = heatmap(table, eval_set, out / "rank_diversity_heatmap.png")
+        lines += ["## Rank x diversity", "", "![heatmap](rank_diversity_heatmap.png)", ""]
+    else:
+        (out / "rank_diversity_heatmap.png").unlink(missing_ok=True)
     if synergy is not None:
         lines += [
             f"Synergy estimate (slope of overall score per added subtask at the largest rank minus at the "
@@ -398,18 +405,19 @@ def write_report(out: Path) -> Path:
             "",
         ]
     steps = paired_steps(out, table, eval_set, data_path)
-    lines += [
-        "## Does adding diversity help? Paired bootstrap, 95%",
-        "",
-        "| group | rank | seed | from | to | difference | 95% CI |",
-        "| --- | ---: | ---: | --- | --- | ---: | --- |",
-    ]
-    lines += [
-        f"| {s['group']} | {s['rank']} | {s['seed']} | {s['from']} | {s['to']} | {s['difference']:+.4f} | "
-        f"[{s['ci_low']:+.4f}, {s['ci_high']:+.4f}] |"
-        for s in steps
-    ]
-    lines += ["", _verdict(steps, "capability"), "", _verdict(steps, "task"), ""]
+    if steps:  # the section needs two designs in a progression
+        lines += [
+            "## Does adding diversity help? Paired bootstrap, 95%",
+            "",
+            "| group | rank | seed | from | to | difference | 95% CI |",
+            "| --- | ---: | ---: | --- | --- | ---: | --- |",
+        ]
+        lines += [
+            f"| {s['group']} | {s['rank']} | {s['seed']} | {s['from']} | {s['to']} | {s['difference']:+.4f} | "
+            f"[{s['ci_low']:+.4f}, {s['ci_high']:+.4f}] |"
+            for s in steps
+        ]
+        lines += ["", _verdict(steps, "capability"), "", _verdict(steps, "task"), ""]
     atomic_write_text(out / "steps.json", json.dumps(steps, indent=2) + "\n")
     report = out / "report.md"
     atomic_write_text(report, "\n".join(lines))
