@@ -175,6 +175,15 @@ def test_dry_run_counts_requests_tokens_and_cost_and_asks_nothing(teacher, tmp_p
     assert not (tmp_path / "o").exists()
 
 
+def test_a_dry_run_needs_no_endpoint_and_a_run_without_one_says_what_to_set(tmp_path, run_cli, monkeypatch):
+    monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
+    spec = generation_spec(tmp_path, None)
+    code, _, err = run_cli("data", "generate", spec, "--out", tmp_path / "o", "--dry-run")
+    assert code == 0 and "6 new request(s)" in err, err
+    code, _, err = run_cli("data", "generate", spec, "--out", tmp_path / "o", "--no-progress")
+    assert code == 2 and err.count("\n") == 1 and "the teacher needs base_url" in err, err
+
+
 def test_a_cap_keeps_what_was_made_and_a_partial_run_says_so_in_its_exit_status(teacher, tmp_path, run_cli):
     spec = generation_spec(tmp_path, teacher, max_requests=3)
     code, _, err = run_cli("data", "generate", spec, "--out", tmp_path / "o", "--no-progress")

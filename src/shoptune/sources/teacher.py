@@ -49,16 +49,26 @@ class Teacher:
         max_retries: int = 2,
         max_requests: int | None = None,
     ) -> None:
-        base_url = base_url or os.environ.get("OPENAI_BASE_URL")
-        if not base_url:
-            raise ShoptuneError("the teacher needs base_url (in the spec, or OPENAI_BASE_URL), e.g. http://host/v1")
-        self.model, self.base_url, self.api_key_env = model, base_url, api_key_env
+        self.model, self.api_key_env = model, api_key_env
+        self.base_url = base_url or os.environ.get("OPENAI_BASE_URL")
         self.cache_dir = Path(cache_dir)
-        self.client = endpoint.client(base_url, api_key_env, timeout=timeout, max_retries=max_retries)
-        self.max_requests, self.timeout = max_requests, timeout
+        self.max_requests, self.timeout, self.max_retries = max_requests, timeout, max_retries
+        self._client: Any = None
         self._lock = threading.Lock()
         self._probed: ShoptuneError | bool = False
         self.http_calls = 0
+
+    @property
+    def client(self) -> Any:
+        """Made at the first request that is not in the cache: reading the cache (a dry run, a rerun) needs no
+        endpoint."""
+        if self._client is None:
+            if not self.base_url:
+                raise ShoptuneError("the teacher needs base_url (in the spec, or OPENAI_BASE_URL), e.g. http://host/v1")
+            self._client = endpoint.client(
+                self.base_url, self.api_key_env, timeout=self.timeout, max_retries=self.max_retries
+            )
+        return self._client
 
     def _probe(self) -> None:
         """Before the first request that is not in the cache (the caller holds the lock): a failed probe is raised
