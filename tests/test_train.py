@@ -188,6 +188,9 @@ def test_a_checkpoint_cut_short_by_a_kill_is_passed_over_on_resume(examples_file
     # The summary is of the whole run, not of the steps since the resume.
     assert resumed["train_loss"] == pytest.approx(whole["train_loss"], rel=1e-4)
     assert resumed["initial_eval_loss"] == pytest.approx(whole["initial_eval_loss"], rel=1e-6)
+    made = json.loads((run / "run.json").read_text())["provenance"]
+    assert made == resumed["provenance"] and made["wall_seconds"] > 0 and made["versions"]["peft"]
+    assert made["model_identity"]["weights"]  # the tiny model's folder, hashed
     one, two = adapter_tensors(tmp_path / "whole"), adapter_tensors(run)
     for key in one:
         torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5)

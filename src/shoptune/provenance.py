@@ -7,6 +7,7 @@ import datetime
 import importlib.metadata
 import json
 import platform
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -52,8 +53,17 @@ def _hashes(files: tuple[Path, ...]) -> dict[str, str]:
     return {file.name: sha256_of(file) for file in files}
 
 
-def provenance(model: str | None, allow_download: bool = False) -> dict[str, Any]:
-    """The part of a run record that says what made it; the caller adds `wall_seconds` when the run ends."""
+def provenance(
+    model: str | None, allow_download: bool = False, earlier: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
+    """The part of a run record that says what made it. A run that resumes `earlier` (the provenance an interrupted
+    attempt recorded) keeps its first start, and its `wall_seconds` starts from what the earlier attempts took: the
+    caller adds its own time when it stops."""
+    earlier = earlier or {}
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    identity = model_identity(model, allow_download) if model else None
-    return {"versions": versions(), "model_identity": identity, "started": now}
+    return {
+        "versions": versions(),
+        "model_identity": model_identity(model, allow_download) if model else None,
+        "started": earlier.get("started", now),
+        "wall_seconds": float(earlier.get("wall_seconds") or 0.0),
+    }

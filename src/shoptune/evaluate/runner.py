@@ -156,14 +156,11 @@ def run_eval(data: Path, out: Path, config: EvalConfig, progress: bool = True) -
         if pending:
             began = time.monotonic()
             backend = make_backend(config)
-            earlier = record.get("provenance", {})
             served = config.backend == "openai"  # the model is a name the server knows, not weights here
-            record["provenance"] = {
-                **provenance(None if served else config.model, config.allow_download),
-                **({"model_identity": {"model": config.model, "base_url": config.base_url}} if served else {}),
-                **({"started": earlier["started"]} if "started" in earlier else {}),
-                "wall_seconds": float(earlier.get("wall_seconds") or 0.0),
-            }
+            made = provenance(None if served else config.model, config.allow_download, record.get("provenance"))
+            if served:
+                made["model_identity"] = {"model": config.model, "base_url": config.base_url}
+            record["provenance"] = made
             out.mkdir(parents=True, exist_ok=True)
             atomic_write_text(out / "run.json", json.dumps(record, indent=2) + "\n")
             atomic_write_text(out / CONFIG, dump_config(config))

@@ -351,12 +351,11 @@ def _train(config: TrainConfig, out: Path, record: dict[str, Any], *, resume: bo
         processing_class=tokenizer,
     )
     distributed = how_it_ran(trainer.accelerator)
-    # A resumed run keeps its first start, and adds its own time to what the earlier attempts took.
-    earlier = read_state(out / RUN_RECORD).get("provenance") or {} if (out / RUN_RECORD).is_file() else {}
-    made = {**provenance(config.model, config.allow_download), **{k: earlier[k] for k in ("started",) if k in earlier}}
-    made["wall_seconds"] = float(earlier.get("wall_seconds") or 0.0)
-    record = {**record, "distributed": distributed, "provenance": made}
+    made: dict[str, Any] = {}  # the main process records the run (the model's weights are hashed there only)
     if trainer.is_world_process_zero():
+        previous = read_state(out / RUN_RECORD).get("provenance") if (out / RUN_RECORD).is_file() else None
+        made = provenance(config.model, config.allow_download, previous)
+        record = {**record, "distributed": distributed, "provenance": made}
         out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(out / "config.yaml", dump_config(config))
         atomic_write_text(out / RUN_RECORD, json.dumps(record, indent=2) + "\n")
@@ -364,14 +363,14 @@ def _train(config: TrainConfig, out: Path, record: dict[str, Any], *, resume: bo
         trainer.remove_callback(PrinterCallback)  # quiet means quiet: no per-step dicts on stdout
     start_step = 0
     if checkpoint is not None and (Path(checkpoint) / LOSS_RECORD).is_file():
-        earlier = read_state(Path(checkpoint) / LOSS_RECORD)
-        trainer.earlier_loss, start_step = float(earlier["summed_loss"]), int(earlier["step"])
+        summed = read_state(Path(checkpoint) / LOSS_RECORD)
+        trainer.earlier_loss, start_step = float(summed["summed_loss"]), int(summed["step"])
     began = time.monotonic()
     try:
         result = trainer.train(resume_from_checkpoint=checkpoint)
     finally:  # an interrupted attempt's time counts too
-        made["wall_seconds"] = round(made["wall_seconds"] + time.monotonic() - began, 1)
-        if trainer.is_world_process_zero():
+        if made:
+            made["wall_seconds"] = round(made["wall_seconds"] + time.monotonic() - began, 1)
             atomic_write_text(out / RUN_RECORD, json.dumps(record, indent=2) + "\n")
     session_steps = result.global_step - start_step
     train_loss = (trainer.earlier_loss + result.training_loss * session_steps) / max(result.global_step, 1)
@@ -397,7 +396,6 @@ def _train(config: TrainConfig, out: Path, record: dict[str, Any], *, resume: bo
             "log_history": trainer.state.log_history,
         }
         atomic_write_text(out / SUMMARY, json.dumps(summary, indent=2, default=_jsonable) + "\n")
-        atomic_write_text(out / RUN_RECORD, json.dumps(record, indent=2) + "\n")
     leave()  # together, once the run is recorded finished
     return summary
 
