@@ -9,7 +9,7 @@ import os
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import ClassVar
 
@@ -19,6 +19,7 @@ from shoptune.errors import ShoptuneError
 from shoptune.evaluate.selection import select
 from shoptune.locks import writing
 from shoptune.schema import read_examples, write_jsonl
+from tests.helpers.http import JsonHandler
 
 ROOT = Path(__file__).resolve().parents[1]
 DEV = ROOT / "data" / "shopbench" / "development.json"
@@ -52,7 +53,7 @@ def silent_endpoint():
     server.close()
 
 
-class Teacher(BaseHTTPRequestHandler):
+class Teacher(JsonHandler):
     """Answers the probe; real requests get `status` (200: a valid category_parent example, by number)."""
 
     status: ClassVar[int] = 200
@@ -78,17 +79,6 @@ class Teacher(BaseHTTPRequestHandler):
             200,
             {"id": "c", "object": "chat.completion", "created": 0, "model": "m", "choices": [choice], "usage": usage},
         )
-
-    def _send(self, status: int, payload: dict) -> None:
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args: object) -> None:
-        pass
 
 
 @pytest.fixture

@@ -3,13 +3,14 @@
 import json
 import threading
 import typing
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 import pytest
 
 from shoptune.evaluate.config import EvalConfig
 from shoptune.evaluate.runner import run_eval
 from shoptune.schema import read_examples
+from tests.helpers.http import JsonHandler
 
 
 def reply_for(text: str) -> str:
@@ -17,7 +18,7 @@ def reply_for(text: str) -> str:
     return "1" if "Answer:" in text else "2, 1, 3"
 
 
-class Handler(BaseHTTPRequestHandler):
+class Handler(JsonHandler):
     seen: typing.ClassVar[list] = []
 
     def do_POST(self):
@@ -37,17 +38,6 @@ class Handler(BaseHTTPRequestHandler):
         self._send(
             200, {"id": "x", "object": obj, "created": 0, "model": body["model"], "choices": [choice], "usage": usage}
         )
-
-    def _send(self, status, payload):
-        data = json.dumps(payload).encode()
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
 
 
 @pytest.fixture(scope="module")
