@@ -72,6 +72,36 @@ def test_resume_refuses_answers_from_other_settings(first_run, tiny_model, dev_s
     assert code == 2 and "different settings (mc_mode)" in err
 
 
+def test_a_variant_reuses_the_answers_its_settings_cannot_change(first_run, tiny_model, dev_set, tmp_path):
+    out, _ = first_run
+    debias = EvalConfig(model=str(tiny_model), batch_size=8, mc_debias=True)
+    reused = run_eval(dev_set, tmp_path / "reused", debias, progress=False, reuse=[out])
+    kinds = [ex.task_type for ex in read_examples(dev_set)]
+    choice = sum(t is TaskType.MULTIPLE_CHOICE for t in kinds)
+    assert (reused.computed, reused.reused) == (choice, 96 - choice)
+    assert json.loads((tmp_path / "reused" / "run.json").read_text())["reused_answers"] == 96 - choice
+    alone = run_eval(dev_set, tmp_path / "alone", debias, progress=False)
+    assert alone.computed == 96
+    assert predictions(tmp_path / "reused") == predictions(tmp_path / "alone")
+    # Another model's answers are never taken: its settings differ for every task type.
+    other = EvalConfig(model=str(tiny_model) + "-other", batch_size=8)
+    from shoptune.evaluate.runner import reusable
+
+    assert reusable(read_examples(dev_set), dev_set, other, [out]) == {}
+
+
+def test_runs_in_a_shared_scope_load_their_model_once(tiny_model):
+    from shoptune.evaluate.runner import make_backend, shared_backends
+
+    plain = EvalConfig(model=str(tiny_model))
+    with shared_backends():
+        first = make_backend(plain)
+        assert make_backend(plain.model_copy(update={"mc_debias": True, "batch_size": 2})) is first
+        other = make_backend(plain.model_copy(update={"system_prompt": None}))  # renders prompts otherwise
+        assert other is not first and make_backend(plain) is not first  # one model held at a time
+    assert make_backend(plain) is not make_backend(plain)  # outside the scope nothing is kept
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_from_its_journal(tiny_model, dev_set, tmp_path):
     out = tmp_path / "killed"

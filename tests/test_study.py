@@ -154,6 +154,28 @@ def test_report_numbers_come_from_the_table(tiny_model, tmp_path, run_cli):
     )
     assert found["development"]["base"] == pytest.approx(overall[overall.design == "base"].score.iloc[0])
     assert "| development | " + f"{found['development']['constant']:.4f}" in report
+    # Best against best: each side's settings are the ones that scored best on its validation split, and the
+    # headline is tuned-best minus base-best on the benchmark, under those settings.
+    entry = found["development"]
+    for side in ("base", "tuned"):
+        cell = overall[overall.design == "base"].cell.iloc[0] if side == "base" else None
+        if side == "tuned":
+            top = overall[overall.design != "base"].sort_values("n_subtasks").iloc[-1]
+            cell = top.cell
+        choice = json.loads((out / "cells" / cell / "result.json").read_text())["choice"]
+        assert choice["set"].endswith("validation.jsonl")
+        assert set(choice["scores"]) == {"plain", "constrained", "debiased", "both"}
+        assert choice["scores"][choice["best"]] == max(choice["scores"].values())
+        assert entry["settings"][side]["name"] == choice["best"]
+        label = "development" if choice["best"] == "plain" else f"development+{choice['best']}"
+        assert entry[f"{side}_best"] == pytest.approx(
+            table[(table.cell == cell) & (table.eval_set == label) & (table.level == "overall")].score.iloc[0]
+        )
+    assert entry["difference"] == pytest.approx(entry["tuned_best"] - entry["base_best"])
+    assert entry["plain"]["difference"] == pytest.approx(entry["tuned"] - entry["base"])
+    assert entry["ci"][0] <= entry["ci"][1] and "## Form and content" in report
+    kinds = entry["form_content"]["plain"]
+    assert sum(k["n"] for k in kinds.values()) == 12 and all(0 <= k["both_parse"] <= k["n"] for k in kinds.values())
     code, _, err = run_cli("study", "report", tmp_path / "nothing")
     assert code == 2 and "no finished cells" in err
 
@@ -174,7 +196,8 @@ def test_a_one_cell_study_reports_no_empty_section(tiny_model, tmp_path, run_cli
     )
     for link in re.findall(r"\]\(([^)]+)\)", report):
         assert (tmp_path / "s" / link).is_file(), link
-    assert "## Against answers that need no model" in report and "## Tuned against the base model" in report
+    assert "## What the tuning adds over the strongest untuned baseline" in report
+    assert "## Tuned against the base model" in report
 
 
 @pytest.mark.slow

@@ -67,6 +67,32 @@ def test_lora_on_the_tiny_model_lowers_held_out_loss_evaluating_once_at_the_end(
     assert summary["parameters"]["trainable"] < summary["parameters"]["total"] / 5
 
 
+def test_shopbench_validation_during_training_is_the_score_eval_score_gives_and_chooses_the_kept_adapter(
+    examples_file, tiny_model, tmp_path, run_cli
+):
+    from shoptune.evaluate.during_training import FOLDER, QUESTIONS, validator_for
+
+    cfg = config(
+        examples_file, tiny_model, max_steps=6, eval_steps=3, save_steps=3, shopbench_eval_examples=8, keep="shopbench"
+    )
+    summary = train(cfg, tmp_path / "run", progress=False, validator=validator_for(cfg))
+    curve = summary["shopbench_validation"]
+    assert [point["step"] for point in curve] == [0, 3, 6]  # before training, mid-way, at the end
+    questions = tmp_path / "run" / FOLDER / QUESTIONS
+    assert len(questions.read_text().splitlines()) == 8
+    assert len({json.loads(line)["task_name"] for line in questions.read_text().splitlines()}) == 4  # stratified
+    for point in curve:
+        answers = tmp_path / "run" / FOLDER / f"step-{point['step']}" / "predictions.jsonl"
+        code, _, err = run_cli("eval", "score", questions, answers, "--out", tmp_path / f"s{point['step']}")
+        assert code == 0, err
+        scored = json.loads((tmp_path / f"s{point['step']}" / "scores.json").read_text())
+        assert point["overall"] == pytest.approx(scored["overall"], abs=1e-12)
+    best = max((p for p in curve if p["step"] > 0), key=lambda p: (p["overall"], -p["step"]))
+    assert summary["kept_checkpoint"].endswith(f"checkpoint-{best['step']}")
+    code, _, err = run_cli("train", "--data", examples_file / "train.jsonl", "--keep", "shopbench", "--out", tmp_path)
+    assert code == 2 and "shopbench_eval_examples above 0" in err
+
+
 def test_answer_only_loss_and_packing(examples_file, tiny_model):
     from transformers import AutoTokenizer, DataCollatorWithFlattening
 

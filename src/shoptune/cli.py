@@ -512,13 +512,21 @@ def train_command(
         console.print(plan.message)
     if plan.kind == "relaunch":
         raise typer.Exit(subprocess.call(relaunch_command(plan.processes, sys.argv[1:], free_port())))
-    summary = train(settings, out, resume=resume, progress=progress)
+    from shoptune.evaluate.during_training import validator_for
+
+    summary = train(settings, out, resume=resume, progress=progress, validator=validator_for(settings))
     if summary and os.environ.get("RANK", "0") == "0":  # under a launcher, the main process speaks for all
         params = summary["parameters"]
         console.print(
             f"trainable parameters {params['trainable']:,} of {params['total']:,}; steps {summary['steps']}; "
             f"held-out loss {summary['initial_eval_loss']} -> {summary['final_eval_loss']}"
         )
+        curve = summary.get("shopbench_validation") or []
+        if curve:
+            console.print(
+                "validation ShopBench overall by step: "
+                + ", ".join(f"{point['step']}: {point['overall']:.4f}" for point in curve)
+            )
         kind = "the tuned model" if settings.method == "full" else "PEFT adapter"
         console.print(f"wrote {out / 'adapter'} ({kind}) and {out / 'train_summary.json'}")
 

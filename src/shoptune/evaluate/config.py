@@ -12,6 +12,7 @@ from pydantic import Field, field_validator, model_validator
 
 from shoptune.config import StrictConfig
 from shoptune.evaluate.backends import BACKENDS
+from shoptune.evaluate.constraints import CONSTRAINED
 from shoptune.hub import DEFAULT_MODEL
 from shoptune.metrics import embedding_metrics
 from shoptune.schema import TaskType
@@ -150,3 +151,16 @@ class EvalConfig(StrictConfig):
             "gpu_memory_utilization",
         }
         return self.model_dump(mode="json", exclude=excluded)
+
+    def settings_for(self, task_type: TaskType) -> dict[str, Any]:
+        """The answer settings that can change an answer of this task type: two runs that agree on them give the
+        same answers to its questions (the same data), so one run's can be reused by the other."""
+        settings = self.answer_settings()
+        by_logits = task_type is TaskType.MULTIPLE_CHOICE and self.mc_mode == "logits"
+        settings["max_new_tokens"] = None if by_logits else settings["max_new_tokens"][task_type.value]
+        if task_type is not TaskType.MULTIPLE_CHOICE:
+            settings.pop("mc_mode")
+            settings.pop("mc_debias")
+        if by_logits or task_type not in CONSTRAINED:
+            settings.pop("constrained")
+        return settings

@@ -8,10 +8,11 @@ rerun answers only what is missing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,8 +51,49 @@ def default_batch_size() -> int:
     return 32 if torch.cuda.is_available() else 8
 
 
+_SHARED: dict[str, Backend] | None = None  # inside `shared_backends`: the last backend made, by what shaped it
+
+
+@contextlib.contextmanager
+def shared_backends() -> Iterator[None]:
+    """Runs inside share one loaded model where their settings differ only in how it answers (a variant, another
+    set): a study's cell loads its model once for all its runs. The model is let go on leaving, before the next
+    cell trains."""
+    global _SHARED
+    outer, _SHARED = _SHARED, {}
+    try:
+        yield
+    finally:
+        _SHARED = outer
+
+
 def make_backend(config: EvalConfig) -> Backend:
-    return BACKENDS[config.backend].make(config)
+    if _SHARED is None:
+        return BACKENDS[config.backend].make(config)
+    key = json.dumps(config.model_dump(mode="json", exclude=ANSWERING_ONLY), sort_keys=True)
+    if key not in _SHARED:
+        _SHARED.clear()  # one model in memory at a time
+        _SHARED[key] = BACKENDS[config.backend].make(config)
+    backend = _SHARED[key]
+    if hasattr(backend, "truncated_prompts"):
+        backend.truncated_prompts = 0  # counted per run
+    return backend
+
+
+# Settings read when answering, not when a backend is made: runs that differ only in these can share one.
+ANSWERING_ONLY = {
+    "constrained",
+    "mc_mode",
+    "mc_debias",
+    "max_new_tokens",
+    "tasks",
+    "limit",
+    "limit_per_task",
+    "bootstrap",
+    "seed",
+    "embedding_models",
+    "batch_size",
+}
 
 
 @dataclass
@@ -137,12 +179,32 @@ def _prepare_out(out: Path, config: EvalConfig, data: Path) -> dict[str, Any]:
     return {
         **current,
         "truncated_prompts": int(previous.get("truncated_prompts") or 0),
+        **({"reused_answers": previous["reused_answers"]} if "reused_answers" in previous else {}),
         **({"provenance": previous["provenance"]} if "provenance" in previous else {}),
     }
 
 
-def run_eval(data: Path, out: Path, config: EvalConfig, progress: bool = True) -> RunResult:
-    """Answer what is missing, then score; one run at a time per folder."""
+def reusable(examples: Sequence[Example], data: Path, config: EvalConfig, folders: Sequence[Path]) -> dict[int, str]:
+    """Answers of finished runs on the same data whose settings agree with `config` on everything that can change
+    an answer of the question's task type (`EvalConfig.settings_for`): a variant that only debiases multiple
+    choice takes every other answer from the plain run instead of computing it again."""
+    found: dict[int, str] = {}
+    for folder in folders:
+        if not (folder / PREDICTIONS).is_file() or not (folder / "run.json").is_file():
+            continue
+        record = read_state(folder / "run.json")
+        if record.get("data") != str(data.resolve()):
+            continue
+        other = EvalConfig.model_validate(record["answer_settings"])
+        same = {t for t in TaskType if other.settings_for(t) == config.settings_for(t)}
+        answers = read_predictions(folder / PREDICTIONS, len(examples))
+        found.update({i: a for i, a in answers.items() if examples[i].task_type in same and i not in found})
+    return found
+
+
+def run_eval(data: Path, out: Path, config: EvalConfig, progress: bool = True, reuse: Sequence[Path] = ()) -> RunResult:
+    """Answer what is missing, then score; one run at a time per folder. `reuse`: folders of finished runs whose
+    answers stand for this run's where they cannot differ (`reusable`)."""
     examples = read_examples(data)
     with writing(out):
         refuse_foreign(out, EVAL_OWNED, "eval run")
@@ -153,6 +215,18 @@ def run_eval(data: Path, out: Path, config: EvalConfig, progress: bool = True) -
         done.update(read_journal(out / JOURNAL))
         chosen = select(examples, config.tasks, config.limit_per_task, config.limit)
         pending = [i for i in chosen.indices if i not in done]
+        taken = reusable(examples, data, config, reuse) if pending and reuse else {}
+        taken = {i: taken[i] for i in pending if i in taken}
+        if taken:
+            record["reused_answers"] = int(record.get("reused_answers") or 0) + len(taken)
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(out / "run.json", json.dumps(record, indent=2) + "\n")
+            atomic_write_text(out / CONFIG, dump_config(config))
+            journal = Journal(out / JOURNAL)
+            journal.write(sorted(taken.items()))
+            journal.close()
+            done.update(taken)
+            pending = [i for i in pending if i not in taken]
         if pending:
             began = time.monotonic()
             backend = make_backend(config)
@@ -178,6 +252,7 @@ def run_eval(data: Path, out: Path, config: EvalConfig, progress: bool = True) -
                 record["truncated_prompts"] += getattr(backend, "truncated_prompts", 0)
                 record["provenance"]["wall_seconds"] += round(time.monotonic() - began, 1)
                 atomic_write_text(out / "run.json", json.dumps(record, indent=2) + "\n")
+        if pending or taken:
             write_predictions(out / PREDICTIONS, done)
             (out / JOURNAL).unlink(missing_ok=True)
         kept = [examples[i] for i in chosen.indices]

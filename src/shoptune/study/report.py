@@ -16,11 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from shoptune.evaluate.baselines import constant_answers
-from shoptune.evaluate.scoring import aggregate, paired_overall_samples, paired_samples, score_questions
+from shoptune.evaluate.scoring import paired_overall_samples, paired_samples
 from shoptune.schema import atomic_write_text, read_examples
 from shoptune.study import compare
 from shoptune.study.compare import question_scores
+from shoptune.study.headline import headline, headline_lines
 from shoptune.study.results import load_table
 from shoptune.study.runner import VALIDATION, eval_sets
 from shoptune.study.spec import StudySpec, scored_name
@@ -162,59 +162,6 @@ def against_base(out: Path, table: pd.DataFrame, sets: dict[str, Path]) -> list[
     return rows
 
 
-def baselines(table: pd.DataFrame, sets: dict[str, Path], tuned_vs_base: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per evaluation set: the no-model answers' score (evaluate.baselines), the base model's, and the most
-    diverse design's at its largest rank, with tuned minus base and its paired interval. Both models answer
-    plainly here: settings chosen on a validation split for both sides are not measured yet."""
-    out: dict[str, Any] = {}
-    for eval_set, path in sets.items():
-        examples = read_examples(path)
-        responses, said = constant_answers(examples)
-        constant = aggregate(score_questions(examples, responses), n_bootstrap=0).overall
-        entry: dict[str, Any] = {"constant": constant, "constant_answers": said}
-        overall = table[(table.eval_set == eval_set) & (table.level == "overall")]
-        if (overall.design == "base").any():
-            entry["base"] = float(overall[overall.design == "base"].score.mean())
-        trained = overall[overall.design != "base"]
-        if not trained.empty:
-            top = trained[trained.n_subtasks == trained.n_subtasks.max()]
-            top = top[top["rank"] == top["rank"].max()].sort_values("seed").iloc[0]
-            entry.update(
-                {"tuned": float(top.score), "tuned_cell": f"{top.design} r{int(top['rank'])} s{int(top.seed)}"}
-            )
-            paired = [
-                r
-                for r in tuned_vs_base
-                if (r["eval_set"], r["design"], r["rank"], r["seed"], r["name"])
-                == (eval_set, top.design, int(top["rank"]), int(top.seed), "overall")
-            ]
-            if paired:
-                entry.update({"difference": paired[0]["difference"], "ci": [paired[0]["ci_low"], paired[0]["ci_high"]]})
-        entry["settings"] = "plain answering on both sides"
-        out[eval_set] = entry
-    return out
-
-
-def baseline_lines(found: dict[str, Any]) -> list[str]:
-    lines = [
-        "## Against answers that need no model",
-        "",
-        "The no-model baseline answers every multiple-choice question with the one option label that scores best "
-        "on the set itself, retrieval with the first three listed, ranking in the listed order, NER with no "
-        "entities and generation with the prompt's own input text. Both models answer plainly.",
-        "",
-        "| set | no model | base | tuned | tuned minus base | 95% CI |",
-        "| --- | ---: | ---: | ---: | ---: | --- |",
-    ]
-    for eval_set, e in found.items():
-        base = f"{e['base']:.4f}" if "base" in e else "not run"
-        tuned = f"{e['tuned']:.4f} ({e['tuned_cell']})" if "tuned" in e else "not run"
-        diff = f"{e['difference']:+.4f}" if "difference" in e else ""
-        ci = f"[{e['ci'][0]:+.4f}, {e['ci'][1]:+.4f}]" if "ci" in e else ""
-        lines.append(f"| {eval_set} | {e['constant']:.4f} | {base} | {tuned} | {diff} | {ci} |")
-    return [*lines, ""]
-
-
 def plot_against_base(rows: list[dict[str, Any]], path: Path) -> None:
     """Tuned minus base, overall and per track, with the paired 95% interval: one panel per evaluation set."""
     plt = _plt()
@@ -349,8 +296,8 @@ def write_report(out: Path) -> Path:
         lines += [f"Base model overall: {base.score.mean():.4f}", ""]
     with_variants = {scored_name(name, v): p for name, p in sets.items() for v in ["", *study.eval.variants]}
     tuned_vs_base = against_base(out, table, with_variants)
-    found = baselines(table, sets, tuned_vs_base)
-    lines += baseline_lines(found)
+    found = headline(out, table, study, sets)
+    lines += headline_lines(found)
     atomic_write_text(out / "baselines.json", json.dumps(found, indent=2) + "\n")
     if tuned_vs_base:
         plot_against_base(tuned_vs_base, out / "against_base.png")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import sys
 import time
 import traceback
@@ -23,11 +24,12 @@ from shoptune.data.build import cached_mixture
 from shoptune.data.spec import MixtureSpec
 from shoptune.errors import ShoptuneError
 from shoptune.evaluate.config import EvalConfig
-from shoptune.evaluate.runner import run_eval
+from shoptune.evaluate.during_training import validator_for
+from shoptune.evaluate.runner import run_eval, shared_backends
 from shoptune.evaluate.selection import select
 from shoptune.locks import writing
 from shoptune.schema import atomic_write_text, from_row, read_examples, read_state, write_jsonl
-from shoptune.study.spec import Cell, StudySpec, expand, scored_name
+from shoptune.study.spec import PLAIN, Cell, StudySpec, expand, scored_name
 from shoptune.train.combine import COMBINED, combine_adapters
 from shoptune.train.config import TrainConfig
 from shoptune.train.distributed import cuda_devices
@@ -75,6 +77,42 @@ def parts_adapters(cell: Cell, out: Path) -> list[str]:
     return [str(out / "cells" / key / "train" / "adapter") for key in cell.parts]
 
 
+def validation_split(cell: Cell, study: StudySpec, out: Path) -> Path | None:
+    """Where a cell's answering settings are chosen: its mixture's validation split; for the base model, that of
+    the study's most diverse mixture (the first listed of the most subtasks), the data its tuned cells are
+    compared on. None for a combination, or where there is no such split."""
+    if cell.design == "base":
+        trained = [c for c in expand(study) if c.mixture is not None and c.model == cell.model]
+        reference = max(trained, key=lambda c: c.n_subtasks, default=None)
+        cell = reference if reference is not None else cell
+    if cell.mixture is None:
+        return None
+    path = mixture_for(cell, out) / "validation.jsonl"
+    return path if path.stat().st_size > 0 else None
+
+
+def choose_settings(
+    cell: Cell, study: StudySpec, out: Path, owned: dict[str, Any], progress: bool
+) -> dict[str, Any] | None:
+    """Score plain answering and each of `eval.best_of` on the validation split; the best (the first listed on a
+    tie) is what the cell answers the benchmark sets with for the best-against-best comparison."""
+    split = validation_split(cell, study, out) if study.eval.best_of else None
+    if split is None:
+        return None
+    folder = out / "cells" / cell.key / "eval"
+    scores: dict[str, float] = {}
+    earlier: list[Path] = []
+    for name, overrides in {PLAIN: {}, **study.eval.best_of}.items():
+        label = scored_name(VALIDATION, "" if name == PLAIN else name)
+        settings = EvalConfig.model_validate(
+            {"batch_size": study.eval.batch_size, "bootstrap": 0, **overrides, **owned}
+        )
+        scores[name] = run_eval(split, folder / label, settings, progress=progress, reuse=earlier).scores.overall
+        earlier.append(folder / label)
+    best = max(scores, key=lambda name: (scores[name], -list(scores).index(name)))
+    return {"set": str(split), "scores": scores, "best": best}
+
+
 def run_cell(cell: Cell, study: StudySpec, out: Path, progress: bool) -> dict[str, Any]:
     folder = out / "cells" / cell.key
     sets = eval_sets(study, out)
@@ -100,7 +138,7 @@ def run_cell(cell: Cell, study: StudySpec, out: Path, progress: bool) -> dict[st
             "lora": {**study.train.get("lora", {}), "rank": cell.rank},
         }
         config = TrainConfig.model_validate(settings)
-        summary = train(config, folder / "train", progress=progress)
+        summary = train(config, folder / "train", progress=progress, validator=validator_for(config))
         if config.method == "full":  # the whole model was tuned: it is scored as a model of its own
             model = str(folder / "train" / "adapter")
         else:
@@ -111,15 +149,22 @@ def run_cell(cell: Cell, study: StudySpec, out: Path, progress: bool) -> dict[st
         summary = {}
     scores = {}
     owned = {"model": model, "adapter": adapter, "ensemble": ensemble}
-    variants = {"": {}, **study.eval.variants}
-    for name, path in sets.items():
-        for variant, overrides in variants.items():
-            if "alpha" in overrides and adapter is None:
-                continue  # wise-ft moves between the base and one adapter
-            settings = {"batch_size": study.eval.batch_size, **overrides, **owned}
-            label = scored_name(name, variant)
-            result = run_eval(path, folder / "eval" / label, EvalConfig.model_validate(settings), progress=progress)
-            scores[label] = result.scores.to_json()
+    with shared_backends():  # the cell's model is loaded once for all its runs
+        choice = None if cell.parts else choose_settings(cell, study, out, owned, progress)
+        variants = {"": {}, **study.eval.variants}
+        if choice is not None and choice["best"] != PLAIN:
+            variants[choice["best"]] = study.eval.best_of[choice["best"]]
+        for name, path in sets.items():
+            earlier: list[Path] = []  # this set's runs so far, whose answers a later variant takes where it may
+            for variant, overrides in variants.items():
+                if "alpha" in overrides and adapter is None:
+                    continue  # wise-ft moves between the base and one adapter
+                settings = {"batch_size": study.eval.batch_size, **overrides, **owned}
+                label = scored_name(name, variant)
+                config = EvalConfig.model_validate(settings)
+                result = run_eval(path, folder / "eval" / label, config, progress=progress, reuse=earlier)
+                earlier.append(folder / "eval" / label)
+                scores[label] = result.scores.to_json()
     cell_info = dict(cell.__dict__)
     if cell.mixture is not None:
         # What the data actually supported: subtasks whose source is absent contribute no examples.
@@ -129,9 +174,19 @@ def run_cell(cell: Cell, study: StudySpec, out: Path, progress: bool) -> dict[st
     return {
         "cell": cell_info,
         "scores": scores,
+        "choice": choice,
         "train": {
             k: summary.get(k)
-            for k in ("parameters", "steps", "train_loss", "initial_eval_loss", "final_eval_loss", "tokens_seen")
+            for k in (
+                "parameters",
+                "steps",
+                "train_loss",
+                "initial_eval_loss",
+                "final_eval_loss",
+                "tokens_seen",
+                "kept_checkpoint",
+                "shopbench_validation",
+            )
         },
     }
 
@@ -200,6 +255,15 @@ SECONDS_PER_STEP_OF_8 = 5.6
 SECONDS_PER_QUESTION = 0.9
 
 
+def validation_size(cell: Cell, study: StudySpec) -> int:
+    """A rough count of the questions a cell's answering settings are chosen on (the mixture not built)."""
+    trained = [c for c in expand(study) if c.mixture is not None and c.model == cell.model]
+    reference = cell if cell.mixture is not None else max(trained, key=lambda c: c.n_subtasks, default=None)
+    if reference is None or reference.mixture is None:
+        return 0
+    return int(reference.mixture.get("validation_per_subtask", 0)) * reference.n_subtasks
+
+
 def plan_study(study: StudySpec, out: Path) -> list[dict[str, Any]]:
     """Each cell as --dry-run shows it, without building, training or scoring anything."""
     questions = {}
@@ -219,11 +283,19 @@ def plan_study(study: StudySpec, out: Path) -> list[dict[str, Any]]:
                 f"{steps} steps of {batch}" if steps > 0 else "epochs"
             )
         asked = sum(questions.values()) * variants
+        sampled = int(study.train.get("shopbench_eval_examples", 0))
+        if cell.mixture is not None and sampled and steps and steps > 0:  # before training, then every eval_steps
+            asked += sampled * (1 + math.ceil(steps / int(study.train.get("eval_steps", 50))))
+            trains += f", answers {sampled} validation questions at each evaluation"
         scores = ", ".join(f"{name} {n}" for name, n in questions.items()) + (
             f" x {variants} answering settings" if variants > 1 else ""
         )
         if cell.mixture is not None and study.eval.validation:
             scores += ", and its validation split"
+        if study.eval.best_of and not cell.parts:
+            scores += f"; answering settings chosen on validation among {1 + len(study.eval.best_of)}, then used too"
+            # The chosen settings re-answer about half of each set; plain and each candidate, a validation split.
+            asked += sum(questions.values()) // 2 + validation_size(cell, study) * 2
         seconds = None  # a model other than the default, or a budget in epochs: no estimate
         if Path(cell.model) == Path(study.model_path("default")) and (steps is None or steps > 0):
             per_step = SECONDS_PER_STEP_OF_8 * int(study.train.get("batch_size", 8)) / 8

@@ -30,6 +30,7 @@ from shoptune.train.config import TrainConfig
 GROUPS = ("capability", "task", "adapters")
 CELL_OWNED = ("model", "adapter", "ensemble")  # decided by the cell, not by an evaluation variant
 VARIANT = "+"  # the scores of set S under evaluation variant V are named S+V
+PLAIN = "plain"  # the name of answering with no variant's settings
 
 
 def scored_name(eval_set: str, variant: str) -> str:
@@ -53,6 +54,17 @@ class EvalSettings(StrictConfig):
     # scored; the scores of set S under variant V are named "S+V". A variant that sets alpha runs only on cells
     # with one adapter.
     variants: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    # Named answering settings among which (with plain answering) each base and trained cell's best is chosen by
+    # its score on a validation split (a trained cell's mixture's; the base model's, that of the study's most
+    # diverse mixture), never on a benchmark; the benchmark sets are then also scored under the chosen settings,
+    # for the report's best-against-best headline. {}: no choice, plain answering only.
+    best_of: dict[str, dict[str, Any]] = Field(
+        default_factory=lambda: {
+            "constrained": {"constrained": True},
+            "debiased": {"mc_debias": True},
+            "both": {"constrained": True, "mc_debias": True},
+        }
+    )
 
 
 class StudySpec(StrictConfig):
@@ -108,16 +120,22 @@ def load_study(path: Path, overrides: dict[str, Any] | None = None) -> StudySpec
     for method in study.combine:
         if method not in METHODS:
             raise ShoptuneError(f"{path}: combine: unknown method {method!r}; expected one of {list(METHODS)}")
-    for name, overrides in study.eval.variants.items():
-        if not re.fullmatch(SAFE_NAME, name):
-            raise ShoptuneError(f"{path}: eval.variants: {name!r} is not a plain name (letters, digits, - and _)")
-        owned = sorted(set(overrides) & set(CELL_OWNED))
-        if owned:
-            raise ShoptuneError(f"{path}: eval.variants.{name}: {', '.join(owned)} belong to the cell, not a variant")
-        try:
-            load_config(EvalConfig, None, {**overrides, "adapter": "checked"})
-        except ShoptuneError as exc:
-            raise ShoptuneError(f"{path}: eval.variants.{name}: {str(exc).removeprefix('command line: ')}") from None
+    for field in ("variants", "best_of"):
+        for name, overrides in getattr(study.eval, field).items():
+            where = f"{path}: eval.{field}.{name}"
+            if not re.fullmatch(SAFE_NAME, name) or name == PLAIN:
+                raise ShoptuneError(f"{where}: not a plain name (letters, digits, - and _; not {PLAIN!r})")
+            if name in study.eval.variants and study.eval.variants[name] != overrides:
+                raise ShoptuneError(f"{where}: a variant of that name has other settings; rename one")
+            owned = sorted(set(overrides) & set(CELL_OWNED))
+            if owned:
+                raise ShoptuneError(f"{where}: {', '.join(owned)} belong to the cell, not a variant")
+            if field == "best_of" and "alpha" in overrides:
+                raise ShoptuneError(f"{where}: alpha needs an adapter, which the base model has not; not a candidate")
+            try:
+                load_config(EvalConfig, None, {**overrides, "adapter": "checked"})
+            except ShoptuneError as exc:
+                raise ShoptuneError(f"{where}: {str(exc).removeprefix('command line: ')}") from None
     missing = [str(p) for p in study.eval.sets if not p.is_file()]
     if missing:
         raise ShoptuneError(f"{path}: evaluation set(s) not found: {', '.join(missing)}")

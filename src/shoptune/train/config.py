@@ -89,6 +89,17 @@ class TrainConfig(StrictConfig):
     save_total_limit: int = Field(2, ge=1, description="checkpoints kept")
     logging_steps: int = Field(10, ge=1, description="steps between log lines")
     max_eval_examples: int = Field(256, ge=1, description="held-out examples evaluated (taken in turn per subtask)")
+    shopbench_eval_examples: int = Field(
+        0,
+        ge=0,
+        description="validation questions answered and scored with ShopBench's metrics at each evaluation, taken in "
+        "turn per subtask (0: none); logged beside the loss as eval_shopbench_*",
+    )
+    keep: Literal["last", "loss", "shopbench"] = Field(
+        "last",
+        description="the adapter kept at the end: the last step's, or the checkpoint with the lowest validation loss "
+        "or the highest validation ShopBench score (save_steps a multiple of eval_steps)",
+    )
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
         default_factory=lambda: ["tensorboard"], description="loggers"
     )
@@ -98,6 +109,17 @@ class TrainConfig(StrictConfig):
     def _one_source(self) -> TrainConfig:
         if (self.mixture is None) == (self.data is None):
             raise ValueError("give exactly one of mixture (a `shoptune data build` folder) or data (JSON Lines)")
+        return self
+
+    @model_validator(mode="after")
+    def _keep_measured(self) -> TrainConfig:
+        if self.keep == "shopbench" and self.shopbench_eval_examples == 0:
+            raise ValueError("keep shopbench needs shopbench_eval_examples above 0 (the questions it is chosen on)")
+        if self.keep != "last" and self.save_steps % self.eval_steps:
+            raise ValueError(
+                f"keep {self.keep}: save_steps ({self.save_steps}) must be a multiple of eval_steps "
+                f"({self.eval_steps}), so every checkpoint has its score"
+            )
         return self
 
     @field_validator("report_to")

@@ -18,6 +18,7 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,9 @@ from shoptune.schema import Example, atomic_write_text, folder_in_place, read_ex
 from shoptune.tasks.render import answer_text, render_prompt
 from shoptune.train.config import TrainConfig
 from shoptune.train.distributed import agree, check_launch, fsdp_on_cpu, how_it_ran, leave, world_size
+
+# The model being trained, its tokenizer, the step and the run folder (None on all but the main process) -> metrics.
+Validator = Callable[[Any, Any, int, Path | None], dict[str, float]]
 
 ADAPTER = "adapter"
 RUN_RECORD = "run.json"  # what decided the run's weights, compared by a rerun before it resumes
@@ -221,6 +225,7 @@ def make_trainer(*args: Any, **kwargs: Any) -> Any:
     class AnswerOnlyTrainer(Trainer):
         loss_is_scaled_for_ga = True  # divided by the accumulated batch's answer tokens, as the models' own loss is
         earlier_loss = 0.0  # the summed step losses before this session's first step (read from its checkpoint)
+        validator: Validator | None = None  # ShopBench-scored answers at each evaluation (evaluate.during_training)
 
         def _save_checkpoint(self, model: Any, trial: Any) -> None:
             """Each checkpoint also keeps the summed loss of every step so far, so a resumed run's train_loss is
@@ -231,6 +236,19 @@ def make_trainer(*args: Any, **kwargs: Any) -> Any:
                 folder = Path(self.args.output_dir) / f"checkpoint-{self.state.global_step}"
                 summed = {"step": self.state.global_step, "summed_loss": self.earlier_loss + session}
                 atomic_write_text(folder / LOSS_RECORD, json.dumps(summed) + "\n")
+
+        def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+            """The validation loss, and with a validator the ShopBench scores of generated answers, logged and
+            returned together, so the checkpoint can be chosen by either."""
+            metrics = super().evaluate(*args, **kwargs)
+            if self.validator is not None:
+                folder = Path(self.args.output_dir).parent if self.is_world_process_zero() else None
+                model = self.accelerator.unwrap_model(self.model)
+                scored = self.validator(model, self.processing_class, self.state.global_step, folder)
+                extra = {f"eval_shopbench_{name}": value for name, value in scored.items()}
+                self.log(extra)
+                metrics.update(extra)
+            return metrics
 
         def create_accelerator_and_postprocess(self) -> None:
             super().create_accelerator_and_postprocess()
@@ -258,9 +276,21 @@ def use_bf16(config: TrainConfig) -> bool:
     return config.bf16 == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
 
 
-def train(config: TrainConfig, out: Path, *, resume: bool = True, progress: bool = True) -> dict[str, Any]:
+def train(
+    config: TrainConfig,
+    out: Path,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    validator: Callable[[list[Example]], Validator] | None = None,
+) -> dict[str, Any]:
     """Train into `out`, one run at a time; a rerun with the same settings and data resumes from its checkpoint.
-    Under a launcher, the main process holds the folder and decides for all (see `train.distributed`)."""
+    Under a launcher, the main process holds the folder and decides for all (see `train.distributed`).
+    `validator` makes, from the sampled validation questions, what scores generated answers at each evaluation;
+    it is needed when config.shopbench_eval_examples is set (callers above training pass
+    `evaluate.during_training.ShopBenchValidator`)."""
+    if config.shopbench_eval_examples and validator is None:
+        raise ShoptuneError("shopbench_eval_examples: this caller gives no way to score answers during training")
     if out.exists() and not out.is_dir():
         raise ShoptuneError(f"--out {out}: exists and is not a directory")
     check_launch()
@@ -279,7 +309,7 @@ def train(config: TrainConfig, out: Path, *, resume: bool = True, progress: bool
         if finished is not None:
             leave()
             return finished
-        return _train(config, out, record, resume=resume, progress=progress)
+        return _train(config, out, record, resume=resume, progress=progress, validator=validator)
 
 
 # Settings that change how a run is watched or kept, not what it learns: a resumed run may change them.
@@ -318,7 +348,15 @@ def refuse_other_runs(current: dict[str, Any], out: Path) -> None:
         )
 
 
-def _train(config: TrainConfig, out: Path, record: dict[str, Any], *, resume: bool, progress: bool) -> dict[str, Any]:
+def _train(
+    config: TrainConfig,
+    out: Path,
+    record: dict[str, Any],
+    *,
+    resume: bool,
+    progress: bool,
+    validator: Callable[[list[Example]], Validator] | None,
+) -> dict[str, Any]:
     import datasets
     from transformers import DataCollatorForSeq2Seq, DataCollatorWithFlattening, PrinterCallback
 
@@ -350,6 +388,15 @@ def _train(config: TrainConfig, out: Path, record: dict[str, Any], *, resume: bo
         data_collator=collator,
         processing_class=tokenizer,
     )
+    if config.shopbench_eval_examples and held_out:
+        if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+            raise ShoptuneError(
+                "shopbench_eval_examples needs the whole model in every process, which FSDP and DeepSpeed shard; "
+                "set it to 0 and score the saved checkpoints with `shoptune eval run` instead"
+            )
+        assert validator is not None
+        # Every process answers the same questions with its whole copy (DDP), so no process waits on another.
+        trainer.validator = validator(stratified(held_out, config.shopbench_eval_examples))
     distributed = how_it_ran(trainer.accelerator)
     made: dict[str, Any] = {}  # the main process records the run (the model's weights are hashed there only)
     if trainer.is_world_process_zero():
@@ -390,6 +437,8 @@ def _train(config: TrainConfig, out: Path, record: dict[str, Any], *, resume: bo
             "initial_eval_loss": initial_eval_loss(trainer),
             "final_eval_loss": final_eval,
             "tokens_seen": trainer.state.num_input_tokens_seen,
+            "kept_checkpoint": trainer.state.best_model_checkpoint,
+            "shopbench_validation": shopbench_curve(trainer.state.log_history),
             "train_seconds": result.metrics.get("train_runtime"),
             "distributed": distributed,
             "provenance": made,
@@ -427,6 +476,15 @@ def training_arguments(config: TrainConfig, out: Path, *, evaluate: bool, first:
         # an evaluation before it, ZeRO-2 outright, ZeRO-3 leaving a stale engine). Not again on resume.
         eval_on_start=evaluate and first,
         save_strategy="steps",
+        **(
+            {
+                "load_best_model_at_end": True,
+                "metric_for_best_model": "eval_loss" if config.keep == "loss" else "eval_shopbench_overall",
+                "greater_is_better": config.keep == "shopbench",
+            }
+            if config.keep != "last" and evaluate
+            else {}
+        ),
         save_steps=config.save_steps,
         save_total_limit=config.save_total_limit,
         logging_steps=config.logging_steps,
@@ -474,6 +532,15 @@ def check_saved(folder: Path, *, full: bool, trained: list[str]) -> None:
             f"{folder}: the saved {'model' if full else 'adapter'} holds {len(keys)} tensors, expected "
             f"{'some' if full else expected}; the run is not marked finished (rerun to save again)"
         )
+
+
+def shopbench_curve(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The validation ShopBench scores by step, as logged at each evaluation."""
+    return [
+        {"step": e["step"], **{k.removeprefix("eval_shopbench_"): v for k, v in e.items() if "shopbench" in k}}
+        for e in history
+        if "eval_shopbench_overall" in e
+    ]
 
 
 def initial_eval_loss(trainer: Any) -> float | None:
