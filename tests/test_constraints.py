@@ -6,7 +6,7 @@ import pytest
 
 from shoptune.evaluate.backends import HFBackend
 from shoptune.evaluate.config import EvalConfig
-from shoptune.evaluate.constraints import Numbers, numbers_for
+from shoptune.evaluate.constraints import Numbers, Spans, ended, entity_source, numbers_for, well_formed
 from shoptune.evaluate.parsers import parse_response
 from shoptune.schema import TaskType, read_examples
 from shoptune.tasks.render import option_labels
@@ -32,6 +32,29 @@ def test_a_numeric_answer_is_checked_prefix_by_prefix():
     assert aspects == Numbers(frozenset({1, 2, 3, 4}), 3)
 
 
+def test_an_entity_answer_is_checked_prefix_by_prefix_against_the_question_s_input():
+    prompt = "You are a helpful online shop assistant.\nQuery: chocolate buttons cadbury xmas\nOutput: "
+    assert entity_source(prompt) == "chocolate buttons cadbury xmas"
+    held_out = "Input: master caster 00972 doorstop\nWhich brand does this product title mention?\nOutput:"
+    assert entity_source(held_out) == "master caster 00972 doorstop"
+    rule = Spans(entity_source(prompt))
+    assert rule.state("") == (True, False) and rule.state(" cad") == (True, False)
+    assert rule.state("cadbury") == (True, True) and rule.state("cadbury, xmas") == (True, True)
+    assert rule.state("chocolate buttons,") == (True, False) and rule.state("cadbury, ") == (True, False)
+    assert not rule.state("cad")[1] and not rule.state("cadbury x")[1]  # whole words only
+    bad_starts = ("You are", "cadbury\n", "cadbury xmas\n\nOutput: cad", "xmas cadbury", "cadbury,, xmas", "  cad")
+    for bad in (*bad_starts, "adbury"):
+        assert not rule.state(bad)[0], bad
+    assert not rule.state("cadbury ")[1]  # a trailing space is no end
+    assert well_formed(TaskType.NER, prompt, "cadbury") and well_formed(TaskType.NER, prompt, "['cadbury', 'xmas']")
+    assert not well_formed(TaskType.NER, prompt, "You are a helpful online shopping assistant")
+    assert not well_formed(TaskType.NER, prompt, "cadbury\n\nOutput: cadbury x")
+    # An answer the token budget cut mid-word runs to the end of the word it was copying.
+    assert ended(TaskType.NER, prompt, "cadbury, xm") == "cadbury, xmas"
+    assert ended(TaskType.NER, prompt, " cad") == " cadbury"
+    assert ended(TaskType.NER, prompt, "cadbury,") == "cadbury" and ended(TaskType.NER, prompt, "cadbury") == "cadbury"
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_every_constrained_answer_parses_whatever_the_weights(tmp_path, seed):
     model = build_tiny_model(tmp_path / "m", seed=seed, digit_boost=random.Random(seed).choice([0.0, 3.0]))
@@ -44,8 +67,10 @@ def test_every_constrained_answer_parses_whatever_the_weights(tmp_path, seed):
             parsed = parse_response(answer, task_type)
             if task_type is TaskType.MULTIPLE_CHOICE:
                 assert str(parsed) in option_labels(prompt), answer
-            elif task_type is TaskType.NER:  # written with the prompt's own tokens: its characters only
-                assert isinstance(parsed, list) and set(answer) <= set(prompt) | {",", " "}, answer
+            elif task_type is TaskType.NER:  # entities that are spans of the question's own input, one line
+                rule = Spans(entity_source(prompt))
+                assert parsed and all(rule.whole(entity) for entity in parsed) and "\n" not in answer, answer
+                assert well_formed(task_type, prompt, answer)
             else:
                 rule = numbers_for(task_type, prompt)
                 assert len(parsed) == len(set(parsed)) == rule.count and set(parsed) <= rule.allowed, answer

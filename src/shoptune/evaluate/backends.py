@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from shoptune import endpoint
 from shoptune.adapters import add_combined, interpolate, load_parts
 from shoptune.errors import ShoptuneError, require_extra
-from shoptune.evaluate.constraints import allowed_tokens
+from shoptune.evaluate.constraints import allowed_tokens, ended
 from shoptune.hub import load_causal_lm, require_adapter, resolve_model_source, with_adapter
 from shoptune.schema import TaskType
 from shoptune.tasks.render import DIGITS, SHOPBENCH_SYSTEM_PROMPT, option_labels, render_prompt
@@ -166,7 +166,10 @@ class HFBackend:
         texts = [self.render(p) for p in prompts]
         rules = [(constrain, p) for p in prompts] if constrain is not None else None
         answers = self._new_tokens(texts, max_new_tokens, 0.0, constrain=rules)
-        return self.tokenizer.batch_decode([new for _, new in answers], skip_special_tokens=True)
+        decoded = self.tokenizer.batch_decode([new for _, new in answers], skip_special_tokens=True)
+        if constrain is None:
+            return decoded
+        return [ended(constrain, prompt, text) for prompt, text in zip(prompts, decoded, strict=True)]
 
     def continue_texts(
         self,

@@ -5,9 +5,11 @@ short list of numbers or of spans, checked by a small prefix test).
 - multiple choice: one of the listed option numbers;
 - retrieval: three distinct listed candidate numbers, comma-separated;
 - ranking: every listed candidate number once, comma-separated;
-- named entities: comma-separated text made only of the prompt's own tokens.
+- named entities: comma-separated entities, each a contiguous span of the question's own text (its labelled
+  input line, e.g. "Query: ..." or "Input: ..."), on one line.
 
-Once an answer is complete only the end-of-sequence token is allowed, so generation stops there.
+Once an answer is complete only the end-of-sequence token is allowed (for entities: the end of the list, or
+another entity after a comma), so generation stops there.
 """
 
 from __future__ import annotations
@@ -54,6 +56,64 @@ class Numbers:
         unused = self.allowed - set(numbers)
         begins = any(str(n).startswith(last) for n in unused)
         return begins, int(last) in unused and len(pieces) == self.count
+
+
+@dataclass(frozen=True)
+class Spans:
+    """Comma-separated entities, each one or more whole consecutive words of `source`, on one line."""
+
+    source: str
+
+    def begins(self, entity: str) -> bool:
+        return re.search(r"(?<!\S)" + re.escape(entity), self.source) is not None
+
+    def whole(self, entity: str) -> bool:
+        return bool(entity.strip()) and re.search(r"(?<!\S)" + re.escape(entity) + r"(?!\S)", self.source) is not None
+
+    def state(self, text: str) -> tuple[bool, bool]:
+        """(text begins some answer, text is a whole answer)."""
+        if "\n" in text:
+            return False, False
+        *done, last = (text[1:] if text.startswith(" ") else text).split(",")
+        if not all(self.whole(piece.strip()) for piece in done):
+            return False, False
+        entity = last[1:] if done and last.startswith(" ") else last  # one space may follow a comma
+        if entity.startswith(" "):
+            return False, False
+        if entity == "":
+            return True, False
+        return self.begins(entity), entity == entity.rstrip() and self.whole(entity)
+
+
+def ended(task_type: TaskType, prompt: str, response: str) -> str:
+    """A constrained entity list the token budget cut mid-word: its last entity runs to the end of the word it was
+    copying (the first such span of the question's text), or, cut right after a comma, the list ends before it."""
+    if task_type is not TaskType.NER:
+        return response
+    rule = Spans(entity_source(prompt))
+    if rule.state(response)[1] or not rule.state(response)[0]:
+        return response
+    head, comma, last = response.rpartition(",")
+    entity = last.lstrip()
+    if not entity:
+        return head
+    found = re.search(r"(?<!\S)" + re.escape(entity) + r"\S*", rule.source)
+    assert found is not None  # the constraint let only a span's beginning through
+    return head + comma + last[: len(last) - len(entity)] + found.group(0)
+
+
+LABELLED = re.compile(r"^\s*[A-Z][\w ]{0,30}:[ \t]*(\S.*)$")
+ANSWER_CUES = ("output", "answer")
+
+
+def entity_source(prompt: str) -> str:
+    """The text a question's entities are taken from: its last labelled line that is not the answer cue ("Query:
+    tablette asus" gives "tablette asus"), else the whole question."""
+    for line in reversed(prompt.splitlines()):
+        found = LABELLED.match(line)
+        if found and line.split(":", 1)[0].strip().lower() not in ANSWER_CUES:
+            return found.group(1).strip()
+    return prompt
 
 
 def _number(text: str) -> bool:
@@ -108,29 +168,34 @@ def allowed_tokens(
     eos = tokenizer.eos_token_id
     numeric = _numeric_tokens(tokenizer)
     every = list(range(len(tokenizer)))
-    rules: list[Numbers | list[int] | None] = []
+    rules: list[tuple[Numbers | Spans, tuple[tuple[int, str], ...]] | None] = []
     for task_type, prompt in zip(task_types, prompts, strict=True):
         if task_type is TaskType.NER:
-            rules.append(_span_tokens(tokenizer, prompt, {t for t, piece in numeric if piece.strip() == ","}))
+            source = entity_source(prompt)
+            commas = {t for t, piece in numeric if piece.strip() == ","}
+            rules.append((Spans(source), _pieces(tokenizer, _span_tokens(tokenizer, source, commas))))
         elif task_type in CONSTRAINED and (numbers := numbers_for(task_type, prompt)).count:
-            rules.append(numbers)
+            rules.append((numbers, numeric))
         else:
             rules.append(None)
 
     def allowed(row: int, input_ids: Any) -> list[int]:
-        rule = rules[row]
-        if rule is None:
+        if rules[row] is None:
             return every
-        if isinstance(rule, list):
-            return rule
+        rule, candidates = rules[row]  # type: ignore[misc]
         generated = input_ids[width:].tolist()
         if eos in generated:
             return [eos]
         text = tokenizer.decode(generated, skip_special_tokens=True)
-        options = [t for t, piece in numeric if rule.state(text + piece)[0]]
+        options = [t for t, piece in candidates if rule.state(text + piece)[0]]
         return [*options, eos] if rule.state(text)[1] else options or [eos]
 
     return allowed
+
+
+def _pieces(tokenizer: Any, ids: Sequence[int]) -> tuple[tuple[int, str], ...]:
+    """(id, text) of each token but the end, as the prefix test reads them."""
+    return tuple((t, tokenizer.decode([t])) for t in ids if t != tokenizer.eos_token_id)
 
 
 def _span_tokens(tokenizer: Any, prompt: str, separators: set[int]) -> list[int]:
@@ -145,10 +210,13 @@ def _span_tokens(tokenizer: Any, prompt: str, separators: set[int]) -> list[int]
 
 def well_formed(task_type: TaskType, prompt: str, response: str) -> bool:
     """Whether the official parser reads a whole answer from `response`: a listed option, three distinct listed
-    candidates, a permutation of the listed items, at least one entity, some text. What constrained answers
-    guarantee, and what an unconstrained model often loses its score to."""
+    candidates, a permutation of the listed items, at least one entity and each a span of the question's text, some
+    text. What constrained answers guarantee, and what an unconstrained model often loses its score to."""
     value = parse_response(response, task_type)
-    if task_type is TaskType.GENERATION or task_type is TaskType.NER:
+    if task_type is TaskType.NER:
+        rule = Spans(entity_source(prompt))
+        return bool(value) and all(rule.whole(entity) for entity in value)
+    if task_type is TaskType.GENERATION:
         return bool(value)
     numbers = numbers_for(task_type, prompt)
     if task_type is TaskType.MULTIPLE_CHOICE:
