@@ -1,9 +1,11 @@
-"""Choose the main job's training budget on the mixture's validation loss, never on a benchmark score.
+"""Choose the main job's training budget on the mixture's validation split, never on a benchmark score.
 
 Trains the demo study's one cell (same model, mixture, rank and settings as `configs/studies/demo.yaml`)
-at each learning rate and number of steps given, and reports each run's validation loss (the mixture's
-own validation split, stratified over subtasks) and training time. The demo's settings are then the
-lowest loss whose whole study still fits the time budget.
+at each learning rate and number of steps given, and reports each run's validation loss and, when the
+study's training settings ask for it (`shopbench_eval_examples`), the ShopBench score of the answers the model
+gives to the validation questions at each evaluation (the mixture's own validation split, stratified over
+subtasks), with its training time. The demo's settings are then the best validation ShopBench score (the
+lowest loss where none is measured) whose whole study still fits the time budget.
 
     python scripts/choose_demo_budget.py [--lrs 5e-4,1e-3,2e-3] [--steps 64] [--out runs/budget] [--json FILE]
 """
@@ -17,6 +19,7 @@ from pathlib import Path
 from shoptune.config import load_config
 from shoptune.data.build import cached_mixture
 from shoptune.data.spec import MixtureSpec
+from shoptune.evaluate.during_training import validator_for
 from shoptune.study.spec import load_study
 from shoptune.train.config import TrainConfig
 from shoptune.train.trainer import train
@@ -48,7 +51,9 @@ def main() -> None:
                 "learning_rate": lr,
                 "max_steps": steps,
             }
-            summary = train(TrainConfig.model_validate(settings), args.out / f"lr{lr:g}-steps{steps}", progress=False)
+            config = TrainConfig.model_validate(settings)
+            folder = args.out / f"lr{lr:g}-steps{steps}"
+            summary = train(config, folder, progress=False, validator=validator_for(config))
             row = {
                 "learning_rate": lr,
                 "steps": steps,
@@ -58,19 +63,29 @@ def main() -> None:
                 "validation_loss": summary["final_eval_loss"],
                 "train_seconds": summary["train_seconds"],
                 "validation_examples": summary["eval_examples"],
+                "validation_shopbench": summary["shopbench_validation"],
             }
             rows.append(row)
             print(
                 f"lr {lr:g}, {steps} steps x {row['batch_size']}: validation loss {row['initial_validation_loss']:.3f} "
                 f"-> {row['validation_loss']:.3f} ({row['validation_examples']} examples), "
-                f"{row['train_seconds']:.0f} s training",
+                f"{row['train_seconds']:.0f} s training; validation ShopBench by step: "
+                + (", ".join(f"{p['step']}: {p['overall']:.4f}" for p in row["validation_shopbench"]) or "none"),
                 flush=True,
             )
-    best = min(rows, key=lambda r: r["validation_loss"])
-    print(f"lowest validation loss: lr {best['learning_rate']:g}, {best['steps']} steps")
+    lowest = min(rows, key=lambda r: r["validation_loss"])
+    print(f"lowest validation loss: lr {lowest['learning_rate']:g}, {lowest['steps']} steps")
+    scored = [(p["overall"], r["learning_rate"], p["step"]) for r in rows for p in r["validation_shopbench"]]
+    scored = [t for t in scored if t[2] > 0]  # step 0 is the untuned model
+    best = None
+    if scored:
+        score, lr, step = max(scored, key=lambda t: (t[0], -t[2]))  # the earlier step on a tie
+        best = {"learning_rate": lr, "step": step, "validation_shopbench": score}
+        print(f"best validation ShopBench score: {score:.4f} at lr {lr:g}, step {step}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"runs": rows, "lowest": best}, indent=2) + "\n", encoding="utf-8")
+        found = {"runs": rows, "lowest": lowest, "best_shopbench": best}
+        args.json.write_text(json.dumps(found, indent=2) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

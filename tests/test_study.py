@@ -11,9 +11,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from shoptune.study.spec import expand, load_study
+from shoptune.study.spec import EvalSettings, expand, load_study
 
 ROOT = Path(__file__).resolve().parents[1]
+BEST_OF = EvalSettings().best_of  # plain, constrained, debiased, both
 
 
 def test_paper_grid_shares_the_design_both_axes_end_in():
@@ -61,7 +62,8 @@ def write_spec(tmp_path: Path, model: Path, designs: dict, **extra) -> Path:
             "max_eval_examples": 4,
             "max_length": 256,
         },
-        "eval": {"sets": [str(ROOT / "data" / "shopbench" / "development.json")], "limit": 12},
+        # Choosing answering settings on validation costs runs: only the tests of the headline ask for it.
+        "eval": {"sets": [str(ROOT / "data" / "shopbench" / "development.json")], "limit": 12, "best_of": {}},
     }
     for key, value in extra.items():
         spec[key] = {**spec[key], **value} if isinstance(value, dict) else value
@@ -125,7 +127,9 @@ def test_failed_cell_is_recorded_the_rest_goes_on_and_the_exit_code_says_so(tiny
 
 @pytest.mark.slow
 def test_report_numbers_come_from_the_table(tiny_model, tmp_path, run_cli):
-    spec = write_spec(tmp_path, tiny_model, {"capability": ["one", "two"], "task": ["one", "two"]})
+    spec = write_spec(
+        tmp_path, tiny_model, {"capability": ["one", "two"], "task": ["one", "two"]}, eval={"best_of": BEST_OF}
+    )
     code, _, err = run_cli("study", "run", spec, "--out", tmp_path / "s", "--no-progress")
     assert code == 0, err
     out = tmp_path / "s"
@@ -182,10 +186,16 @@ def test_report_numbers_come_from_the_table(tiny_model, tmp_path, run_cli):
 
 @pytest.mark.slow
 def test_a_one_cell_study_reports_no_empty_section(tiny_model, tmp_path, run_cli):
-    spec = write_spec(tmp_path, tiny_model, {"capability": ["one"]})
+    validated = {"shopbench_eval_examples": 4, "eval_steps": 3, "save_steps": 3, "keep": "shopbench"}
+    spec = write_spec(tmp_path, tiny_model, {"capability": ["one"]}, train=validated, eval={"best_of": BEST_OF})
     code, _, err = run_cli("study", "run", spec, "--out", tmp_path / "s", "--no-progress")
     assert code == 0, err
     report = (tmp_path / "s" / "report.md").read_text()
+    # The training-time validation curve: before the first step and at the last, as the cell's summary has it.
+    results = [json.loads(p.read_text()) for p in (tmp_path / "s" / "cells").glob("*/result.json")]
+    (result,) = [r for r in results if r["cell"]["design"] != "base"]
+    assert [p["step"] for p in result["train"]["shopbench_validation"]] == [0, 3]
+    assert "## Validation ShopBench score while training" in report and "(kept: checkpoint-3)" in report
     sections = report.split("\n## ")[1:]
     assert sections and all(len([line for line in part.splitlines()[1:] if line.strip()]) >= 1 for part in sections)
     # One design at one rank: no progression, no heatmap, no steps, and no pictures of them left behind.
@@ -249,6 +259,9 @@ def test_capability_adapters_are_combined_and_every_variant_is_compared(tiny_mod
         "designs: {}\neval: {variants: {x: {adapter: y}}}",
         "designs: {}\neval: {variants: {x: {constrainde: true}}}",
         "designs: {}\neval: {variants: {'a b': {}}}",
+        "designs: {}\neval: {best_of: {plain: {constrained: true}}}",
+        "designs: {}\neval: {best_of: {half: {alpha: 0.5}}}",
+        "designs: {}\neval: {variants: {c: {constrained: true}}, best_of: {c: {mc_debias: true}}}",
     ],
 )
 def test_bad_study_specs(bad, tmp_path, run_cli):

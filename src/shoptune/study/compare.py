@@ -120,7 +120,7 @@ def variant_lines(rows: list[dict[str, Any]]) -> list[str]:
     ]
     for r in rows:
         cells = [
-            f"{r['types_plain'].get(t, float('nan')):.3f} -> {r['types_with'].get(t, float('nan')):.3f}" for t in types
+            f"{r['types_plain'][t]:.3f} -> {r['types_with'][t]:.3f}" if t in r["types_plain"] else "-" for t in types
         ]
         lines.append(f"| {r['eval_set']} | {r['variant']} | {r['who']} | " + " | ".join(cells) + " |")
     return [*lines, ""]

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from shoptune.evaluate.baselines import constant_answers
@@ -31,10 +32,9 @@ def top_cell(overall: pd.DataFrame) -> pd.Series | None:
     return top[top["rank"] == top["rank"].max()].sort_values("seed").iloc[0]
 
 
-def chosen(out: Path, cell: str) -> str:
-    """The answering settings a cell chose on validation (plain when it chose none)."""
-    choice = read_state(out / "cells" / cell / "result.json").get("choice")
-    return choice["best"] if choice else PLAIN
+def choice_of(out: Path, cell: str) -> dict[str, Any]:
+    """The answering settings a cell chose and the validation scores it chose by (plain, unscored, when none)."""
+    return read_state(out / "cells" / cell / "result.json").get("choice") or {"best": PLAIN, "scores": {}}
 
 
 def _label(eval_set: str, settings: str) -> str:
@@ -55,10 +55,13 @@ def headline(out: Path, table: pd.DataFrame, study: StudySpec, sets: dict[str, P
         base = here[here.design == "base"]
         top = top_cell(here)
         sides: dict[str, tuple[str, str]] = {}  # side -> (cell, chosen settings)
+        choices = {}
         if not base.empty:
-            sides["base"] = (base.cell.iloc[0], chosen(out, base.cell.iloc[0]))
+            choices["base"] = choice_of(out, base.cell.iloc[0])
+            sides["base"] = (base.cell.iloc[0], choices["base"]["best"])
         if top is not None:
-            sides["tuned"] = (top.cell, chosen(out, top.cell))
+            choices["tuned"] = choice_of(out, top.cell)
+            sides["tuned"] = (top.cell, choices["tuned"]["best"])
             entry["tuned_cell"] = f"{top.design} r{int(top['rank'])} s{int(top.seed)}"
         for side, (cell, settings) in sides.items():
             entry[side] = float(score[(cell, eval_set)])
@@ -82,7 +85,11 @@ def headline(out: Path, table: pd.DataFrame, study: StudySpec, sets: dict[str, P
                 for answering, (base_label, label) in pairs.items()
             }
         entry["settings"] = {
-            side: {"name": settings, "turns_on": study.eval.best_of.get(settings, {})}
+            side: {
+                "name": settings,
+                "turns_on": study.eval.best_of.get(settings, {}),
+                "validation": choices[side]["scores"],  # what it was chosen by
+            }
             for side, (_cell, settings) in sides.items()
         }
         found[eval_set] = entry
@@ -121,7 +128,8 @@ def headline_lines(found: dict[str, Any]) -> list[str]:
         "",
         "Each model answers plainly and under the answering settings chosen for it on a validation split (never on "
         "a benchmark): plain, constrained answers, debiased multiple choice, or both. The headline is tuned minus "
-        "base with each under its best settings (paired bootstrap 95%); plain answering is the row below it. The "
+        "base with each under its best settings (paired bootstrap 95%); both answering plainly, the last two columns. "
+        "The "
         "no-model baseline answers every multiple-choice question with the one option label that scores best on "
         "the set itself, retrieval with the first three listed, ranking in the listed order, NER with no entities "
         "and generation with the prompt's own input text.",
@@ -145,11 +153,16 @@ def headline_lines(found: dict[str, Any]) -> list[str]:
             f"| {eval_set} | {e['constant']:.4f} | {base} | {base_best} | {tuned} | {tuned_best} | {diff} | "
             f"{plain_diff} |"
         )
+    tuned = sorted({e["tuned_cell"] for e in found.values() if "tuned_cell" in e})
+    lines += ["", f"Tuned model: {', '.join(tuned)}.", ""] if tuned else [""]
+    settings = next(iter(found.values()), {}).get("settings", {})
+    for side, chosen in settings.items():
+        if chosen["validation"]:
+            scores = ", ".join(f"{name} {value:.4f}" for name, value in chosen["validation"].items())
+            lines.append(f"- {side}: {chosen['name']}, chosen on its validation split ({scores}).")
     lines.append("")
-    for eval_set, e in found.items():
-        if "tuned_cell" in e:
-            lines.append(f"Tuned model: {e['tuned_cell']} (`{eval_set}`).")
-    lines.append("")
+    if any("ci" in e for e in found.values()):
+        lines += ["![best minus best and plain minus plain](headline.png)", ""]
     split = {s: e["form_content"] for s, e in found.items() if "form_content" in e}
     if split:
         lines += [
@@ -176,3 +189,36 @@ def headline_lines(found: dict[str, Any]) -> list[str]:
                     )
         lines.append("")
     return lines
+
+
+def plot_headline(found: dict[str, Any], path: Path) -> bool:
+    """Tuned minus base per set, each under its best settings and both plainly, with the paired 95% intervals."""
+    sets = [name for name, e in found.items() if "ci" in e]
+    if not sets:
+        path.unlink(missing_ok=True)
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(1.6 + 2.0 * len(sets), 3.2))
+    for i, (label, pick) in enumerate(
+        (
+            ("each under its best settings", lambda e: (e["difference"], e["ci"])),
+            ("both plain", lambda e: (e["plain"]["difference"], e["plain"]["ci"])),
+        )
+    ):
+        values = [pick(found[name]) for name in sets]
+        diff = np.array([v[0] for v in values])
+        err = np.array([[d - v[1][0], v[1][1] - d] for d, v in zip(diff, values, strict=True)]).T
+        ax.bar(np.arange(len(sets)) + i * 0.38, diff, 0.38, yerr=err, capsize=3, label=label)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(np.arange(len(sets)) + 0.19, sets)
+    ax.set_ylabel("tuned minus base (95% CI)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return True

@@ -17,10 +17,10 @@ import numpy as np
 import pandas as pd
 
 from shoptune.evaluate.scoring import paired_overall_samples, paired_samples
-from shoptune.schema import atomic_write_text, read_examples
+from shoptune.schema import atomic_write_text, read_examples, read_state
 from shoptune.study import compare
 from shoptune.study.compare import question_scores
-from shoptune.study.headline import headline, headline_lines
+from shoptune.study.headline import headline, headline_lines, plot_headline
 from shoptune.study.results import load_table
 from shoptune.study.runner import VALIDATION, eval_sets
 from shoptune.study.spec import StudySpec, scored_name
@@ -69,7 +69,7 @@ def plot_progression(table: pd.DataFrame, group: str, eval_set: str, path: Path)
     axes[0][0].set_ylabel(f"score ({eval_set})")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return data
 
@@ -95,33 +95,45 @@ def heatmap(table: pd.DataFrame, eval_set: str, path: Path) -> tuple[pd.DataFram
     ax.set_ylabel("design (number of subtasks)")
     fig.colorbar(image, ax=ax, label=f"overall ({eval_set})")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return grid, synergy
 
 
-def track_bars(table: pd.DataFrame, eval_set: str, path: Path) -> pd.DataFrame:
-    """Per-track scores of the base model and of the most diverse design at each rank."""
+def track_bars(out: Path, table: pd.DataFrame, eval_set: str, path: Path) -> pd.DataFrame:
+    """Per-track scores of the base model (when the study scored it) and of the most diverse design at each rank
+    (first seed), with each cell's bootstrap 95% interval where its scores have one."""
     plt = _plt()
     rows = table[(table.eval_set == eval_set) & (table.level == "track")]
     trained = rows[rows.design != "base"]
     if trained.empty:
         return pd.DataFrame()
     widest = trained[trained.n_subtasks == trained.n_subtasks.max()]
-    labels = {"base": rows[rows.design == "base"]}
+    cells = {"base": rows[rows.design == "base"].cell.unique()[:1]}
     for rank, part in widest.groupby("rank"):
-        labels[f"{part.design.iloc[0]} r={rank}"] = part
+        first = part.sort_values("seed")
+        cells[f"{first.design.iloc[0]} r={rank}"] = first.cell.unique()[:1]
+    cells = {label: found[0] for label, found in cells.items() if len(found)}
     tracks = sorted(rows.name.unique(), key=track_order)
-    bars = pd.DataFrame({label: part.groupby("name").score.mean() for label, part in labels.items()}).reindex(tracks)
+    bars = pd.DataFrame(
+        {label: rows[rows.cell == cell].set_index("name").score for label, cell in cells.items()}
+    ).reindex(tracks)
     fig, ax = plt.subplots(figsize=(7, 3.4))
     width = 0.8 / max(len(bars.columns), 1)
-    for i, label in enumerate(bars.columns):
-        ax.bar(np.arange(len(tracks)) + i * width, bars[label].fillna(0), width, label=label)
+    for i, (label, cell) in enumerate(cells.items()):
+        values = bars[label].to_numpy(dtype=float)
+        ci = read_state(out / "cells" / cell / "result.json")["scores"][eval_set].get("ci95") or {}
+        spans = ci.get("tracks", {})
+        err = None
+        if all(t in spans for t in tracks):
+            err = np.array([[values[j] - spans[t][0], spans[t][1] - values[j]] for j, t in enumerate(tracks)]).T
+        x = np.arange(len(tracks)) + i * width
+        ax.bar(x, np.nan_to_num(values), width, yerr=err, capsize=3, label=label)
     ax.set_xticks(np.arange(len(tracks)) + width * (len(bars.columns) - 1) / 2, [short_name(t) for t in tracks])
-    ax.set_ylabel(f"score ({eval_set})")
+    ax.set_ylabel(f"score ({eval_set}, 95% CI)")
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return bars
 
@@ -185,15 +197,16 @@ def plot_against_base(rows: list[dict[str, Any]], path: Path) -> None:
     axes[0][0].set_ylabel("tuned minus base (95% CI)")
     axes[0][0].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
 
 
 def against_base_lines(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
-        "## Tuned against the base model: paired bootstrap, 95%",
+        "## Tuned against the base model, per track: paired bootstrap, 95%",
         "",
-        "Same questions for both; an interval above 0 means the tuning helped beyond question-sampling noise.",
+        "Both answering the same way (plainly; under a variant where its name says so), on the same questions; an "
+        "interval above 0 means the tuning helped beyond question-sampling noise.",
         "",
         "![tuned minus base](against_base.png)",
         "",
@@ -270,6 +283,61 @@ def _verdict(steps: list[dict[str, Any]], group: str) -> str:
     )
 
 
+def training_curves(out: Path, table: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
+    """Per trained cell (by its label), the ShopBench scores of its answers to validation questions while it
+    trained, as its train summary recorded them; cells trained without them are left out."""
+    curves = {}
+    for cell in table[table.design != "base"].cell.unique():
+        result = read_state(out / "cells" / cell / "result.json")
+        curve = (result.get("train") or {}).get("shopbench_validation") or []
+        if curve:
+            info = result["cell"]
+            kept = (result.get("train") or {}).get("kept_checkpoint") or "the last step"
+            curves[f"{info['design']} r{info['rank']} s{info['seed']} (kept: {Path(kept).name})"] = curve
+    return curves
+
+
+def plot_curves(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:
+    """Overall and per-track validation ShopBench score against the training step, one line per cell."""
+    plt = _plt()
+    tracks = dict.fromkeys(k for c in curves.values() for p in c for k in p if k not in ("step", "overall"))
+    panels = ["overall", *tracks]
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.8 * len(panels), 3.0), sharey=True, squeeze=False)
+    for ax, panel in zip(axes[0], panels, strict=True):
+        for label, curve in curves.items():
+            ax.plot([p["step"] for p in curve], [p.get(panel, np.nan) for p in curve], marker="o", label=label)
+        ax.set_title(panel)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("validation ShopBench score")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
+def curve_lines(curves: dict[str, list[dict[str, Any]]], out: Path) -> list[str]:
+    keys = list(dict.fromkeys(k for c in curves.values() for p in c for k in p if k not in ("step", "overall")))
+    lines = [
+        "## Validation ShopBench score while training",
+        "",
+        "At each evaluation the model as it was answered the same validation questions (the mixture's own split, "
+        "taken in turn from every subtask), scored with ShopBench's metrics; step 0 is the untuned model. The "
+        "adapter kept is the one the training settings name (`keep`).",
+        "",
+        "![validation during training](training_curve.png)",
+        "",
+        "| cell | step | overall | " + " | ".join(keys) + " |",
+        "| --- | ---: | ---: | " + " | ".join("---:" for _ in keys) + " |",
+    ]
+    for label, curve in curves.items():
+        for p in curve:
+            values = " | ".join(f"{p[k]:.4f}" if k in p else "-" for k in keys)
+            lines.append(f"| {label} | {p['step']} | {p['overall']:.4f} | {values} |")
+    plot_curves(curves, out / "training_curve.png")
+    return [*lines, ""]
+
+
 def write_report(out: Path) -> Path:
     import yaml
 
@@ -280,7 +348,8 @@ def write_report(out: Path) -> Path:
         raise ShoptuneError(f"{out}: no finished cells to report on (run `shoptune study run` first)")
     study = StudySpec.model_validate(yaml.safe_load((out / "study.yaml").read_text(encoding="utf-8")))
     sets = {name: path for name, path in eval_sets(study, out).items() if name != VALIDATION}
-    eval_set, data_path = next(iter(sets.items()))
+    # The plots and steps use the set with the most questions: the one whose intervals are narrowest.
+    eval_set, data_path = max(sets.items(), key=lambda item: len(read_examples(item[1])))
     lines = [
         f"# Study report: {study.name}",
         "",
@@ -297,6 +366,7 @@ def write_report(out: Path) -> Path:
     with_variants = {scored_name(name, v): p for name, p in sets.items() for v in ["", *study.eval.variants]}
     tuned_vs_base = against_base(out, table, with_variants)
     found = headline(out, table, study, sets)
+    plot_headline(found, out / "headline.png")
     lines += headline_lines(found)
     atomic_write_text(out / "baselines.json", json.dumps(found, indent=2) + "\n")
     if tuned_vs_base:
@@ -307,6 +377,11 @@ def write_report(out: Path) -> Path:
     if variant_rows:
         lines += compare.variant_lines(variant_rows)
         atomic_write_text(out / "variants.json", json.dumps(variant_rows, indent=2) + "\n")
+    curves = training_curves(out, table)
+    if curves:
+        lines += curve_lines(curves, out)
+    else:
+        (out / "training_curve.png").unlink(missing_ok=True)
     adapter_rows = compare.adapters(out, table, sets)
     if adapter_rows:
         lines += compare.adapter_lines(adapter_rows)
@@ -341,14 +416,14 @@ def write_report(out: Path) -> Path:
             f"smallest): {synergy:+.5f}. Positive means a larger rank gains more from diversity.",
             "",
         ]
-    bars = track_bars(table, eval_set, out / "track_bars.png")
+    bars = track_bars(out, table, eval_set, out / "track_bars.png")
     if not bars.empty:
         lines += [
-            "## Tracks: base model against the most diverse design",
+            "## Tracks: " + ("base model against " if "base" in bars else "") + "the most diverse design",
             "",
             "![tracks](track_bars.png)",
             "",
-            bars.rename(index=short_name).round(4).to_markdown(),
+            bars.rename(index=short_name).round(4).astype(object).where(bars.notna().to_numpy(), "-").to_markdown(),
             "",
         ]
     steps = paired_steps(out, table, eval_set, data_path)

@@ -93,7 +93,7 @@ class TrainConfig(StrictConfig):
         0,
         ge=0,
         description="validation questions answered and scored with ShopBench's metrics at each evaluation, taken in "
-        "turn per subtask (0: none); logged beside the loss as eval_shopbench_*",
+        "turn per subtask from the max_eval_examples evaluated (0: none); logged beside the loss as eval_shopbench_*",
     )
     keep: Literal["last", "loss", "shopbench"] = Field(
         "last",

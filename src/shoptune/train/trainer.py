@@ -288,7 +288,7 @@ def train(
     Under a launcher, the main process holds the folder and decides for all (see `train.distributed`).
     `validator` makes, from the sampled validation questions, what scores generated answers at each evaluation;
     it is needed when config.shopbench_eval_examples is set (callers above training pass
-    `evaluate.during_training.ShopBenchValidator`)."""
+    `evaluate.during_training.validator_for(config)`)."""
     if config.shopbench_eval_examples and validator is None:
         raise ShoptuneError("shopbench_eval_examples: this caller gives no way to score answers during training")
     if out.exists() and not out.is_dir():
