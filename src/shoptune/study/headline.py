@@ -3,7 +3,7 @@
 Per evaluation set: answers that need no model (`evaluate.baselines`), the base model and the tuned one (the most
 diverse design at its largest rank), each answering plainly and under the settings chosen for it on a validation
 split (`study.runner.choose_settings`). The headline difference is tuned-best minus base-best, with its paired
-bootstrap interval; plain answering is a row of its own. The form/content split says, per task type, how many
+bootstrap interval; plain answering has columns of its own. The form/content split says, per task type, how many
 answers the official parser reads in full and how the models score where both answers parse.
 """
 
@@ -24,8 +24,9 @@ from shoptune.study.spec import PLAIN, StudySpec, scored_name
 
 
 def top_cell(overall: pd.DataFrame) -> pd.Series | None:
-    """The tuned cell a headline is about: the most diverse design at its largest rank, first seed."""
-    trained = overall[overall.design != "base"]
+    """The tuned cell a headline is about: the most diverse trained design at its largest rank, first seed (a
+    combination of adapters or an ensemble is compared in its own section)."""
+    trained = overall[(overall.design != "base") & ~overall.design.str.startswith(("combined-", "ensemble"))]
     if trained.empty:
         return None
     top = trained[trained.n_subtasks == trained.n_subtasks.max()]
