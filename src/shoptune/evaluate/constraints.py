@@ -5,8 +5,8 @@ short list of numbers or of spans, checked by a small prefix test).
 - multiple choice: one of the listed option numbers;
 - retrieval: three distinct listed candidate numbers, comma-separated;
 - ranking: every listed candidate number once, comma-separated;
-- named entities: comma-separated entities, each a contiguous span of the question's own text (its labelled
-  input line, e.g. "Query: ..." or "Input: ..."), on one line.
+- named entities: comma-separated entities, each one or more whole consecutive words of the question's own
+  text (its labelled input line, e.g. "Query: ..." or "Input: ..."), on one line.
 
 Once an answer is complete only the end-of-sequence token is allowed (for entities: the end of the list, or
 another entity after a comma), so generation stops there.
