@@ -18,7 +18,7 @@ from typing import Any
 from shoptune.evaluate.backends import HFBackend
 from shoptune.evaluate.config import EvalConfig
 from shoptune.evaluate.predictions import write_predictions
-from shoptune.evaluate.runner import answer, default_batch_size
+from shoptune.evaluate.runner import answer
 from shoptune.evaluate.scoring import aggregate, render_markdown, score_questions
 from shoptune.schema import Example, atomic_write_text, write_jsonl
 from shoptune.tasks.registry import short_name
@@ -44,7 +44,7 @@ class ShopBenchValidator:
         self.config = EvalConfig(
             system_prompt=system_prompt,
             chat_template=chat_template,
-            batch_size=batch_size or default_batch_size(),
+            batch_size=batch_size,
             bootstrap=0,
         )
 

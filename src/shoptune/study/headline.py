@@ -12,7 +12,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from shoptune.evaluate.baselines import constant_answers
@@ -36,10 +35,6 @@ def top_cell(overall: pd.DataFrame) -> pd.Series | None:
 def choice_of(out: Path, cell: str) -> dict[str, Any]:
     """The answering settings a cell chose and the validation scores it chose by (plain, unscored, when none)."""
     return read_state(out / "cells" / cell / "result.json").get("choice") or {"best": PLAIN, "scores": {}}
-
-
-def _label(eval_set: str, settings: str) -> str:
-    return scored_name(eval_set, "" if settings == PLAIN else settings)
 
 
 def headline(out: Path, table: pd.DataFrame, study: StudySpec, sets: dict[str, Path]) -> dict[str, Any]:
@@ -66,19 +61,18 @@ def headline(out: Path, table: pd.DataFrame, study: StudySpec, sets: dict[str, P
             entry["tuned_cell"] = f"{top.design} r{int(top['rank'])} s{int(top.seed)}"
         for side, (cell, settings) in sides.items():
             entry[side] = float(score[(cell, eval_set)])
-            entry[f"{side}_best"] = float(score[(cell, _label(eval_set, settings))])
+            entry[f"{side}_best"] = float(score[(cell, scored_name(eval_set, settings))])
         if len(sides) == 2:
             (tuned, tuned_settings), (base_cell, base_settings) = sides["tuned"], sides["base"]
-            best = paired(
-                out, (tuned, base_cell), (_label(eval_set, tuned_settings), _label(eval_set, base_settings)), examples
-            )
+            labels = (scored_name(eval_set, tuned_settings), scored_name(eval_set, base_settings))
+            best = paired(out, (tuned, base_cell), labels, examples)
             plain = paired(out, (tuned, base_cell), (eval_set, eval_set), examples)
             entry["difference"] = entry["tuned_best"] - entry["base_best"]
             entry["ci"] = [best["ci_low"], best["ci_high"]]
             entry["plain"] = {"difference": entry["tuned"] - entry["base"], "ci": [plain["ci_low"], plain["ci_high"]]}
             pairs = {"plain": (eval_set, eval_set)}
             if (base_settings, tuned_settings) != (PLAIN, PLAIN):
-                pairs["best"] = (_label(eval_set, base_settings), _label(eval_set, tuned_settings))
+                pairs["best"] = (scored_name(eval_set, base_settings), scored_name(eval_set, tuned_settings))
             entry["form_content"] = {
                 answering: form_content(
                     examples, answers_of(out, base_cell, base_label, examples), answers_of(out, tuned, label, examples)
@@ -190,36 +184,3 @@ def headline_lines(found: dict[str, Any]) -> list[str]:
                     )
         lines.append("")
     return lines
-
-
-def plot_headline(found: dict[str, Any], path: Path) -> bool:
-    """Tuned minus base per set, each under its best settings and both plainly, with the paired 95% intervals."""
-    sets = [name for name, e in found.items() if "ci" in e]
-    if not sets:
-        path.unlink(missing_ok=True)
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(1.6 + 2.0 * len(sets), 3.2))
-    for i, (label, pick) in enumerate(
-        (
-            ("each under its best settings", lambda e: (e["difference"], e["ci"])),
-            ("both plain", lambda e: (e["plain"]["difference"], e["plain"]["ci"])),
-        )
-    ):
-        values = [pick(found[name]) for name in sets]
-        diff = np.array([v[0] for v in values])
-        err = np.array([[d - v[1][0], v[1][1] - d] for d, v in zip(diff, values, strict=True)]).T
-        ax.bar(np.arange(len(sets)) + i * 0.38, diff, 0.38, yerr=err, capsize=3, label=label)
-    ax.axhline(0, color="black", linewidth=0.8)
-    ax.set_xticks(np.arange(len(sets)) + 0.19, sets)
-    ax.set_ylabel("tuned minus base (95% CI)")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    return True

@@ -20,7 +20,7 @@ from shoptune.evaluate.scoring import paired_overall_samples, paired_samples
 from shoptune.schema import atomic_write_text, read_examples, read_state
 from shoptune.study import compare
 from shoptune.study.compare import question_scores
-from shoptune.study.headline import headline, headline_lines, plot_headline
+from shoptune.study.headline import headline, headline_lines
 from shoptune.study.results import load_table
 from shoptune.study.runner import VALIDATION, eval_sets
 from shoptune.study.spec import StudySpec, scored_name
@@ -201,6 +201,35 @@ def plot_against_base(rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_headline(found: dict[str, Any], path: Path) -> bool:
+    """Tuned minus base per set, each under its best settings and both plainly, with the paired 95% intervals."""
+    sets = [name for name, e in found.items() if "ci" in e]
+    if not sets:
+        path.unlink(missing_ok=True)
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(1.6 + 2.0 * len(sets), 3.2))
+    for i, (label, pick) in enumerate(
+        (
+            ("each under its best settings", lambda e: (e["difference"], e["ci"])),
+            ("both plain", lambda e: (e["plain"]["difference"], e["plain"]["ci"])),
+        )
+    ):
+        values = [pick(found[name]) for name in sets]
+        diff = np.array([v[0] for v in values])
+        err = np.array([[d - v[1][0], v[1][1] - d] for d, v in zip(diff, values, strict=True)]).T
+        ax.bar(np.arange(len(sets)) + i * 0.38, diff, 0.38, yerr=err, capsize=3, label=label)
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks(np.arange(len(sets)) + 0.19, sets)
+    ax.set_ylabel("tuned minus base (95% CI)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return True
+
+
 def against_base_lines(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## Tuned against the base model, per track: paired bootstrap, 95%",
@@ -297,10 +326,9 @@ def training_curves(out: Path, table: pd.DataFrame) -> dict[str, list[dict[str, 
     return curves
 
 
-def plot_curves(curves: dict[str, list[dict[str, Any]]], path: Path) -> None:
+def plot_curves(curves: dict[str, list[dict[str, Any]]], tracks: list[str], path: Path) -> None:
     """Overall and per-track validation ShopBench score against the training step, one line per cell."""
     plt = _plt()
-    tracks = dict.fromkeys(k for c in curves.values() for p in c for k in p if k not in ("step", "overall"))
     panels = ["overall", *tracks]
     fig, axes = plt.subplots(1, len(panels), figsize=(2.8 * len(panels), 3.0), sharey=True, squeeze=False)
     for ax, panel in zip(axes[0], panels, strict=True):
@@ -334,7 +362,7 @@ def curve_lines(curves: dict[str, list[dict[str, Any]]], out: Path) -> list[str]
         for p in curve:
             values = " | ".join(f"{p[k]:.4f}" if k in p else "-" for k in keys)
             lines.append(f"| {label} | {p['step']} | {p['overall']:.4f} | {values} |")
-    plot_curves(curves, out / "training_curve.png")
+    plot_curves(curves, keys, out / "training_curve.png")
     return [*lines, ""]
 
 

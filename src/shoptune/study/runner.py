@@ -103,7 +103,7 @@ def choose_settings(
     scores: dict[str, float] = {}
     earlier: list[Path] = []
     for name, overrides in {PLAIN: {}, **study.eval.best_of}.items():
-        label = scored_name(VALIDATION, "" if name == PLAIN else name)
+        label = scored_name(VALIDATION, name)
         settings = EvalConfig.model_validate(
             {"batch_size": study.eval.batch_size, "bootstrap": 0, **overrides, **owned}
         )

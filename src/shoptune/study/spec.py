@@ -34,7 +34,8 @@ PLAIN = "plain"  # the name of answering with no variant's settings
 
 
 def scored_name(eval_set: str, variant: str) -> str:
-    return f"{eval_set}{VARIANT}{variant}" if variant else eval_set
+    """Set S under variant V is S+V; plainly answered (no variant, or PLAIN) it is S."""
+    return f"{eval_set}{VARIANT}{variant}" if variant and variant != PLAIN else eval_set
 
 
 class EvalSettings(StrictConfig):
