@@ -91,6 +91,8 @@ def test_shopbench_validation_during_training_is_the_score_eval_score_gives_and_
     assert summary["kept_checkpoint"].endswith(f"checkpoint-{best['step']}")
     code, _, err = run_cli("train", "--data", examples_file / "train.jsonl", "--keep", "shopbench", "--out", tmp_path)
     assert code == 2 and "shopbench_eval_examples above 0" in err
+    code, _, err = run_cli("train", "--data", examples_file / "train.jsonl", "--keep", "loss", "--out", tmp_path / "n")
+    assert code == 2 and "no validation examples to choose the checkpoint on" in err and not (tmp_path / "n").exists()
 
 
 def test_answer_only_loss_and_packing(examples_file, tiny_model):

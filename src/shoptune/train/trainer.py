@@ -365,6 +365,11 @@ def _train(
     if config.mixture is not None:
         config = config.model_copy(update={"mixture": mixture_folder(config, out)})
     train_examples, held_out = load_examples(config)
+    if config.keep != "last" and not held_out:
+        raise ShoptuneError(
+            f"keep {config.keep}: there are no validation examples to choose the checkpoint on "
+            "(give eval_data, or a mixture with validation_per_subtask above 0)"
+        )
     checkpoint = last_checkpoint(out) if resume else None
     # Before the model: the arguments set up the distributed state, which places a 4-bit model on this process's
     # GPU, lets DeepSpeed ZeRO-3 build the model sharded and FSDP load it on the main process only.
