@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -32,8 +33,22 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS: list[tuple[str, str]] = []
 
 
+CHECK_SECONDS = 150  # each check's bound: six of them stay inside gpu_check.sh's outer bound, with the summary
+
+
+class CheckTimeout(Exception):
+    pass
+
+
+def _out_of_time(signum: int, frame: object) -> None:
+    raise CheckTimeout(f"not done within {CHECK_SECONDS} s")
+
+
 def check(name: str, run: Callable[[], str]) -> None:
+    """One check, bounded: a hang is a FAIL like any other, and the checks after it still run."""
     start = time.monotonic()
+    signal.signal(signal.SIGALRM, _out_of_time)
+    signal.alarm(CHECK_SECONDS)
     try:
         detail = run()
         status = "SKIP" if detail.startswith("skip:") else "PASS"
@@ -41,6 +56,8 @@ def check(name: str, run: Callable[[], str]) -> None:
     except Exception as exc:
         status, detail = "FAIL", f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc) else ''}"
         traceback.print_exc(file=sys.stderr)
+    finally:
+        signal.alarm(0)
     RESULTS.append((name, status))
     print(f"CHECK {name}: {status} {detail} ({time.monotonic() - start:.0f} s)", flush=True)
 
@@ -110,7 +127,7 @@ def trained(run: Path, kind: str) -> str:
     )
 
 
-def launch(config: str, spec: Path, out: Path, timeout: int = 240) -> None:
+def launch(config: str, spec: Path, out: Path, timeout: int = CHECK_SECONDS - 10) -> None:
     command = [sys.executable, "-m", "accelerate.commands.launch", "--quiet", "--num_processes", "1"]
     command += ["--config_file", str(ROOT / "configs" / "accelerate" / config)]
     command += ["-m", "shoptune", "train", str(spec), "--out", str(out), "--no-progress"]
@@ -191,8 +208,15 @@ def main() -> int:
     def multi_gpu() -> str:
         from shoptune.train.distributed import plan_devices
 
-        plan = plan_devices(torch.cuda.device_count(), 1, "auto")
-        return f"{torch.cuda.device_count()} GPU(s): {plan.kind}" + (f" ({plan.message})" if plan.message else "")
+        count = torch.cuda.device_count()
+        plan = plan_devices(count, 1, "auto")
+        expected = ("relaunch", count) if count > 1 else ("single", 1)
+        if (plan.kind, plan.processes) != expected:
+            raise AssertionError(f"{count} GPU(s) planned as {plan.kind} on {plan.processes}, expected {expected}")
+        kept = plan_devices(count, 1, "off")
+        if count > 1 and (kept.kind, kept.processes) != ("one_gpu", 1):
+            raise AssertionError(f"distributed: off planned as {kept.kind} on {kept.processes}")
+        return f"{count} GPU(s): {plan.kind}" + (f" ({plan.message})" if plan.message else "")
 
     for name, run in (
         ("bf16-lora", bf16_lora),

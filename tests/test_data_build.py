@@ -123,7 +123,7 @@ def test_cli_builds_a_shipped_spec(tmp_path, run_cli):
     assert "category_parent" in out and "removed:" in err
     assert len(datasets.load_from_disk(str(tmp_path / "mix"))["train"]) == 80
     code, _, err = run_cli("data", "build", spec, "--out", spec)
-    assert code == 2 and "not a mixture folder" in err
+    assert code == 2 and "exists and is not a directory" in err
 
 
 def test_a_bad_extra_file_is_named_also_from_a_worker_process(tmp_path):

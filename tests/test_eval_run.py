@@ -69,7 +69,7 @@ def test_rerun_answers_only_the_missing_half(first_run, tmp_path, tiny_model, de
 def test_resume_refuses_answers_from_other_settings(first_run, tiny_model, dev_set, run_cli):
     out, _ = first_run
     code, _, err = run_cli("eval", "run", dev_set, "--out", out, "--model", tiny_model, "--mc-mode", "generate")
-    assert code == 2 and "different settings (mc_mode)" in err
+    assert code == 2 and "answers given with other settings or data (mc_mode)" in err
 
 
 def test_a_variant_reuses_the_answers_its_settings_cannot_change(first_run, tiny_model, dev_set, tmp_path):

@@ -313,7 +313,7 @@ def test_eval_score_refuses_another_verbs_folder_and_scores_of_other_answers(tin
     assert code == 0, err  # the same inputs, rescored
     write_jsonl(preds, [{"index": i, "response": "2"} for i in range(96)])
     code, _, err = run_cli("eval", "score", DEV, preds, "--out", tmp_path / "s")
-    assert code == 2 and "holds scores of other questions or answers" in err
+    assert code == 2 and "holds scores computed with other settings or data (predictions)" in err
 
 
 def test_a_symlink_and_its_folder_are_one_lock(tmp_path):

@@ -183,7 +183,7 @@ def test_extensions_are_found_through_either_entry_point_group(group, tmp_path, 
     (site / "acme_ext-0.1.dist-info" / "entry_points.txt").write_text(f"[{group}]\nacme = acme_ext\n")
     (site / "acme_ext.py").write_text("import os\nos.environ['ACME_EXT_LOADED'] = __name__\n")
     monkeypatch.syspath_prepend(str(site))
-    monkeypatch.setattr(plugins, "_loaded", False)
+    monkeypatch.setattr(plugins, "_loaded", set())
     monkeypatch.delenv("ACME_EXT_LOADED", raising=False)
     monkeypatch.delitem(__import__("sys").modules, "acme_ext", raising=False)
     plugins.load_plugins()

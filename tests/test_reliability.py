@@ -190,7 +190,7 @@ def test_data_build_refuses_a_folder_built_from_another_spec_and_clears_killed_t
     assert not killed.exists()
     before = tree(out)
     code, _, err = run_cli("data", "build", _mixture_spec(tmp_path, examples=9), "--out", out, "--no-progress")
-    assert code == 2 and "holds a mixture built from another spec" in err
+    assert code == 2 and "holds a mixture built with other settings or data (examples_per_subtask)" in err
     assert tree(out) == before
 
 
@@ -213,15 +213,22 @@ def test_merge_never_writes_into_an_existing_file_or_folder(tiny_model, tmp_path
     (tmp_path / "file").write_text("keep me")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "mine.txt").write_text("keep me")
-    for target in (tmp_path / "file", tmp_path / "full"):
-        code, _, err = run_cli("merge", adapter, "--model", tiny_model, "--out", target)
-        assert code == 2 and "already exists; choose a new folder" in err
+    code, _, err = run_cli("merge", adapter, "--model", tiny_model, "--out", tmp_path / "file")
+    assert code == 2 and "exists and is not a directory" in err
+    code, _, err = run_cli("merge", adapter, "--model", tiny_model, "--out", tmp_path / "full")
+    assert code == 2 and "holds mine.txt, which `shoptune merge` does not write" in err
     assert (tmp_path / "file").read_text() == "keep me"
     assert [p.name for p in (tmp_path / "full").iterdir()] == ["mine.txt"]
     code, _, err = run_cli("merge", adapter, "--model", tiny_model, "--out", tmp_path / "merged")
     assert code == 0, err
     assert (tmp_path / "merged" / "config.json").is_file()
     assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".merged")]
+    before = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "merged").iterdir()}
+    code, _, err = run_cli("merge", adapter, "--model", tiny_model, "--out", tmp_path / "merged")
+    assert code == 0 and "finished earlier" in err, err
+    assert {p.name: p.stat().st_mtime_ns for p in (tmp_path / "merged").iterdir()} == before
+    code, _, err = run_cli("merge", adapter, "--model", tiny_model, "--out", tmp_path / "merged", "--alpha", "0.5")
+    assert code == 2 and "holds a merged model made with other settings or data (alpha)" in err
 
 
 def test_an_unreachable_teacher_is_one_line_saying_what_to_check(tmp_path, run_cli):
@@ -357,7 +364,7 @@ ERROR_CASES = {
     "folder that is not a model": (lambda p, m: _eval_run(p, _folder(p / "empty")), "could not be loaded"),
     "adapter of another model": (
         lambda p, m: _eval_run(p, m, "--adapter", _adapter_for(m, p / "a", hidden=32)),
-        "does not fit model",
+        "was trained on",
     ),
     "target modules that match nothing": (
         lambda p, m: [

@@ -3,7 +3,8 @@ import json
 import pytest
 
 from shoptune.errors import ShoptuneError
-from shoptune.schema import Example, TaskType, atomic_write_text, parse_example, read_examples, write_jsonl
+from shoptune.files import atomic_write_text
+from shoptune.schema import Example, TaskType, parse_example, read_examples, write_jsonl
 from shoptune.tasks.render import answer_text
 
 

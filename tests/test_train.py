@@ -70,7 +70,8 @@ def test_lora_on_the_tiny_model_lowers_held_out_loss_evaluating_once_at_the_end(
 def test_shopbench_validation_during_training_is_the_score_eval_score_gives_and_chooses_the_kept_adapter(
     examples_file, tiny_model, tmp_path, run_cli
 ):
-    from shoptune.evaluate.during_training import FOLDER, QUESTIONS, validator_for
+    from shoptune.evaluate.during_training import QUESTIONS, validator_for
+    from shoptune.train.trainer import VALIDATION_ANSWERS as FOLDER
 
     cfg = config(
         examples_file, tiny_model, max_steps=6, eval_steps=3, save_steps=3, shopbench_eval_examples=8, keep="shopbench"

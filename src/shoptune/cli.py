@@ -284,11 +284,19 @@ def eval_run(
     from shoptune.evaluate.runner import run_eval
 
     result = run_eval(data, out, load_config(EvalConfig, config, overrides), progress=progress)
-    console.print(f"answered {result.computed} question(s), reused {result.reused} from earlier runs")
+    if result.finished_earlier:
+        console.print(f"finished earlier: all {result.reused} question(s) were answered in {out}; scored again")
+    else:
+        console.print(f"answered {result.computed} question(s), reused {result.reused} from earlier runs")
     if result.truncated_prompts:
         console.print(
             f"warning: {result.truncated_prompts} prompt(s) were longer than the model's context and lost their "
             "beginning (counted in run.json)"
+        )
+    if result.unconstrained:
+        console.print(
+            f"warning: {result.unconstrained} retrieval or ranking question(s) list no numbered candidates, so their "
+            "answers could not be constrained and were generated freely (counted in run.json)"
         )
     if result.selection is not None and result.selection.partial:
         console.print(result.selection.describe())
@@ -414,6 +422,8 @@ def data_build(
     if info["subtasks_without_data"]:
         where = "add their source under raw_dir, or a sources-file entry that feeds them"
         console.print(f"without data ({where}): {', '.join(info['subtasks_without_data'])}")
+    if info["rebuilt"]:
+        console.print(f"{out} held a build of this spec already: built again from the inputs as they are now")
     console.print(f"wrote {out} (load with datasets.load_from_disk) and {out / 'manifest.json'}")
 
 
@@ -473,6 +483,8 @@ def data_generate(
         return
     stats = generate(settings, out, progress=progress)
     console.print(", ".join(f"{k} {v}" for k, v in stats.items()))
+    if stats["http_calls"] == 0 and stats["produced"] == stats["requested"]:
+        console.print(f"finished earlier: every example came from {out}'s cache; the teacher was asked nothing")
     console.print(
         f"wrote {out / 'generated.jsonl'}; add it to a mixture with extra_examples: [{out / 'generated.jsonl'}]"
     )
@@ -500,10 +512,9 @@ def train_command(
 ) -> None:
     """LoRA-tune a model on a mixture; rerun the same command to resume after an interruption."""
     import os
-    import subprocess
 
     from shoptune.config import load_config
-    from shoptune.train.distributed import cuda_devices, free_port, plan_devices, relaunch_command, world_size
+    from shoptune.train.distributed import cuda_devices, plan_devices, relaunch, world_size
     from shoptune.train.trainer import train
 
     settings = load_config(TrainConfig, config, overrides)
@@ -511,11 +522,13 @@ def train_command(
     if plan.message:
         console.print(plan.message)
     if plan.kind == "relaunch":
-        raise typer.Exit(subprocess.call(relaunch_command(plan.processes, sys.argv[1:], free_port())))
+        raise typer.Exit(relaunch(sys.argv[1:], plan.processes))
     from shoptune.evaluate.during_training import validator_for
 
     summary = train(settings, out, resume=resume, progress=progress, validator=validator_for(settings))
     if summary and os.environ.get("RANK", "0") == "0":  # under a launcher, the main process speaks for all
+        if summary.get("finished_earlier"):
+            console.print(f"finished earlier: {out} holds this run, trained to the end; nothing was redone")
         params = summary["parameters"]
         console.print(
             f"trainable parameters {params['trainable']:,} of {params['total']:,}; steps {summary['steps']}; "
@@ -547,7 +560,10 @@ def download_command(
 def merge_command(
     adapter: Annotated[Path, typer.Argument(help="a PEFT adapter folder (e.g. RUN/adapter)")],
     out: Annotated[Path, typer.Option(help="folder for the merged model")],
-    model: Annotated[str | None, typer.Option(help="base model (default: smollm2-135m-instruct)")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(help="base model (default: the adapter's own base, as its adapter_config.json names it)"),
+    ] = None,
     alpha: Annotated[
         float, typer.Option(help="0: the base weights, 1: the tuned ones; between: interpolated (wise-ft)")
     ] = 1.0,
@@ -556,10 +572,12 @@ def merge_command(
     ] = False,
 ) -> None:
     """Fold a LoRA adapter into its base model, or blend the two (--alpha)."""
-    from shoptune.hub import DEFAULT_MODEL
+    from shoptune.hub import base_for
     from shoptune.train.trainer import merge
 
-    merge(model or DEFAULT_MODEL, adapter, out, allow_download=allow_download, alpha=alpha)
+    if merge(base_for(model, adapter), adapter, out, allow_download=allow_download, alpha=alpha):
+        console.print(f"finished earlier: {out} holds this merge; nothing was redone")
+        return
     console.print(f"wrote merged model to {out}" + (f" (alpha {alpha:g})" if alpha != 1.0 else ""))
 
 
@@ -570,17 +588,19 @@ def combine_command(
     method: Annotated[str, typer.Option(help="; ".join(f"{k}: {v.help}" for k, v in METHODS.items()))] = "linear",
     weight: Annotated[list[float] | None, typer.Option(help="one per adapter, in order (default: 1/n each)")] = None,
     density: Annotated[float, typer.Option(help="ties and dare: the fraction of each update kept")] = 0.5,
-    model: Annotated[str | None, typer.Option(help="base model (default: smollm2-135m-instruct)")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="base model (default: the first adapter's own base, as its config names it)")
+    ] = None,
     allow_download: Annotated[
         bool, typer.Option(help="let a hub id be fetched when it is not in the local cache")
     ] = False,
 ) -> None:
     """Make one adapter of several (PEFT adapter arithmetic): capability adapters into one model."""
-    from shoptune.hub import DEFAULT_MODEL
+    from shoptune.hub import base_for
     from shoptune.train.combine import combine_adapters
 
-    combine_adapters(
-        model or DEFAULT_MODEL,
+    finished = combine_adapters(
+        base_for(model, adapters[0] if adapters else None),
         adapters,
         out,
         method=method,
@@ -588,6 +608,9 @@ def combine_command(
         density=density,
         allow_download=allow_download,
     )
+    if finished:
+        console.print(f"finished earlier: {out} holds this combination; nothing was redone")
+        return
     console.print(f"wrote {method} combination of {len(adapters)} adapters to {out}")
 
 
@@ -619,6 +642,8 @@ def study_run(
         return
     counts = run_study(study, out, progress=progress, executor=executor, address=ray_address)
     console.print(", ".join(f"{k} {v}" for k, v in counts.items()))
+    if counts["cells"] == counts["reused"]:
+        console.print(f"finished earlier: every cell of this study had run in {out}; the report is written again")
     report = write_report(out)
     console.print(f"report: {report}")
     if counts["failed"]:
@@ -657,7 +682,10 @@ def study_report(out: Annotated[Path, typer.Argument(help="a study folder")]) ->
 def serve_command(
     overrides: dict[str, Any],
     model: Annotated[
-        str | None, typer.Argument(help="model name, .gguf file, folder or hub id (default: smollm2-135m-instruct)")
+        str | None,
+        typer.Argument(
+            help="model name, .gguf file, folder or hub id (default: the adapter's base, else smollm2-135m-instruct)"
+        ),
     ] = None,
     adapter: Annotated[str | None, typer.Option(help="PEFT LoRA adapter folder to apply")] = None,
     name: Annotated[str | None, typer.Option(help="the model name clients send (default: the folder's name)")] = None,
@@ -683,7 +711,7 @@ def serve_command(
 
     from shoptune.config import load_config
     from shoptune.evaluate.backends import HFBackend
-    from shoptune.hub import DEFAULT_MODEL
+    from shoptune.hub import base_for
     from shoptune.serve import API_KEY_ENV, ModelServer, is_loopback, listen, make_app, run
 
     api_key = os.environ.get(API_KEY_ENV) or None
@@ -693,7 +721,7 @@ def serve_command(
         )
     limits = load_config(ServeLimits, None, overrides)
     sock = listen(host, port)
-    path = model or DEFAULT_MODEL
+    path = base_for(model, adapter)
     backend = HFBackend(path, adapter=adapter, system_prompt=None, allow_download=allow_download)
     server = ModelServer(backend, name or Path(path.rstrip("/")).name, limits, constrained=constrained)
     bound = sock.getsockname()[1]
@@ -704,6 +732,18 @@ def serve_command(
 
 
 def main() -> None:
+    from shoptune.train.distributed import record_status
+
+    try:
+        code = _main()
+    except BaseException:  # a bug: its traceback is printed as Python prints it
+        record_status(1)
+        raise
+    record_status(code)  # for the process that launched this one, if any
+    sys.exit(code)
+
+
+def _main() -> int:
     try:
         # Not standalone: typer would turn Ctrl-C into a silent exit 130 before it reached this function.
         code = app(standalone_mode=False)
@@ -713,13 +753,13 @@ def main() -> None:
             from shoptune.train.distributed import leave
 
             leave()
-        sys.exit(2)
+        return 2
     except typer.TyperException as exc:  # a usage error: an unknown option, a missing argument
         show = getattr(exc, "show", None)
         show() if show is not None else print(f"error: {exc.format_message()}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+        return exc.exit_code
     except (KeyboardInterrupt, typer.Abort):
         code = 130
     if code == 130:
         console.print("interrupted: what was finished is kept; run the same command again to resume")
-    sys.exit(code if isinstance(code, int) else 0)
+    return code if isinstance(code, int) else 0

@@ -15,13 +15,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from shoptune.errors import ShoptuneError, near
-from shoptune.schema import read_utf8
+from shoptune.files import read_utf8
 
 C = TypeVar("C", bound=BaseModel)
 
 
 class StrictConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # A NaN or infinite number is never a setting: it would pass every bound (NaN compares false) and poison a run.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
     # Names users type from habit (Hugging Face TrainingArguments, LLaMA-Factory) -> shoptune's name, or a hint
     # starting with "--" where the setting is an option of the command instead.
     habits: ClassVar[dict[str, str]] = {}
@@ -136,10 +137,3 @@ def dump_config(config: BaseModel) -> str:
 
 
 SPEC_RECORD = "spec.yaml"  # the resolved spec an output folder was made from, written beside what it made
-
-
-def refuse_other_spec(folder: Path, spec: BaseModel, made: str) -> None:
-    """A folder made from another spec is not continued or overwritten: its files would belong to neither."""
-    record = folder / SPEC_RECORD
-    if record.is_file() and read_utf8(record) != dump_config(spec):
-        raise ShoptuneError(f"{folder} holds {made} from another spec; choose another --out or delete it")

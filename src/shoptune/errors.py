@@ -4,6 +4,7 @@ line and exit 2 instead of printing a traceback."""
 from __future__ import annotations
 
 import difflib
+import sys
 from collections.abc import Iterable
 
 
@@ -30,3 +31,13 @@ def near(name: str, options: Iterable[str]) -> str:
     """ " (did you mean 'x'?)" for the closest of `options`, or nothing when none is close."""
     match = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
     return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+_SAID: set[str] = set()
+
+
+def note(text: str) -> None:
+    """Tell the user, once per process, something shoptune decided for them (not an error: the run goes on)."""
+    if text not in _SAID:
+        _SAID.add(text)
+        print(f"note: {text}", file=sys.stderr, flush=True)

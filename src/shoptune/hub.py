@@ -14,7 +14,6 @@ converted again and every later load takes a second.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
@@ -23,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from shoptune.errors import ShoptuneError
+from shoptune.files import folder_in_place, remove_temporaries, sha256_of
 from shoptune.locks import waiting
-from shoptune.schema import folder_in_place, remove_temporaries
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
 TINY_MODEL = "shoptune-tiny-5m"
@@ -115,23 +114,47 @@ def resolve_model_source(model: str, allow_download: bool) -> str:
     return model
 
 
-# What a causal LM needs from a hub repository: weights, configs and tokenizer (no other formats, no checkpoints).
-DOWNLOAD_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.tiktoken", "*.py"]
+# What transformers reads to load a causal LM, its tokenizer and its chat template (transformers 5 keeps the template
+# in chat_template.jinja): configs, tokenizer files, code for trust_remote_code. Weights are chosen apart.
+LOADING_FILES = ["*.json", "*.jinja", "*.model", "*.txt", "*.tiktoken", "*.py"]
+
+
+def download_patterns(files: list[str]) -> list[str]:
+    """The files of a repository a model is loaded from: `LOADING_FILES`, and one format of weights at the top
+    (safetensors where there are any, else PyTorch's .bin), never both, never checkpoints or other formats."""
+    top = [f for f in files if "/" not in f]
+    if any(f.endswith(".safetensors") for f in top):
+        weights = ["*.safetensors"]
+    elif any(f.endswith(".bin") for f in top):
+        weights = ["*.bin"]
+    else:
+        weights = []
+    return [*LOADING_FILES, *weights]
 
 
 def download(model: str, revision: str | None = None) -> Path:
     """The one place shoptune reaches the hub, when the user asks for it (`shoptune download`)."""
-    from huggingface_hub import snapshot_download
+    from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
 
     if Path(model).expanduser().exists() or model.strip().lower() in NAMED_MODELS:
         raise ShoptuneError(f"model {model!r} is local already; download takes a hub id such as Qwen/Qwen2-7B-Instruct")
     try:
-        return Path(snapshot_download(model, revision=revision, allow_patterns=DOWNLOAD_PATTERNS))
+        files = HfApi().list_repo_files(model, revision=revision)
+        patterns = download_patterns(files)
+        if not any(p.endswith((".safetensors", ".bin")) for p in patterns):
+            raise ShoptuneError(f"model {model!r}: the repository holds no .safetensors or .bin weights at its top")
+        return Path(snapshot_download(model, revision=revision, allow_patterns=patterns))
     except RepositoryNotFoundError:
         raise ShoptuneError(f"model {model!r}: no such repository on the hub (or it needs a token: HF_TOKEN)") from None
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError) as exc:
         raise ShoptuneError(f"model {model!r} could not be downloaded: {_first_line(exc)}") from None
+    except ShoptuneError:
+        raise
+    except Exception as exc:  # the HTTP client's own errors (no network, a proxy): whatever it uses, one line
+        raise ShoptuneError(
+            f"model {model!r} could not be downloaded: {type(exc).__name__}: {_first_line(exc)}"
+        ) from None
 
 
 def load_causal_lm(model: str, allow_download: bool = False, **kwargs: Any) -> tuple[Any, Any]:
@@ -150,11 +173,70 @@ def load_causal_lm(model: str, allow_download: bool = False, **kwargs: Any) -> t
         raise ShoptuneError(f"model {model!r} could not be loaded: {_first_line(exc)}") from None
 
 
+def adapter_base(adapter: str | Path | None) -> str | None:
+    """The model an adapter was trained on, as its adapter_config.json names it (`base_model_name_or_path`; shoptune
+    writes there the model as the user named it: a name it knows, a hub id, or a resolved folder)."""
+    if adapter is None or not (Path(adapter) / "adapter_config.json").is_file():
+        return None
+    try:
+        base = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8")).get(
+            "base_model_name_or_path"
+        )
+    except (OSError, ValueError):
+        return None
+    return base if isinstance(base, str) and base else None
+
+
+def base_for(model: str | None, adapter: str | Path | None) -> str:
+    """The model to load under `adapter`: the one asked for, else the adapter's own base, else the default."""
+    return model or adapter_base(adapter) or DEFAULT_MODEL
+
+
+def portable_name(model: str) -> str:
+    """How an adapter records its base: a name shoptune knows or a hub id as given (found on any machine), a path
+    resolved (found from any directory)."""
+    if model.strip().lower() in NAMED_MODELS or not Path(model).expanduser().exists():
+        return model
+    return str(Path(model).expanduser().resolve())
+
+
+SHAPE = ("model_type", "hidden_size", "num_hidden_layers", "vocab_size", "n_embd", "n_layer")
+
+
+def check_base(model: str, adapter: str | Path, allow_download: bool = False) -> None:
+    """Refuse, in one line, an adapter whose recorded base is a model found here of another shape than `model` (a
+    copy of the same model elsewhere is fine; a base not found here is left to PEFT's own check)."""
+    base = adapter_base(adapter)
+    if base is None or base == model:
+        return
+    try:
+        mine, theirs = (_shape(resolve_model_source(m, allow_download)) for m in (model, base))
+    except ShoptuneError:
+        return
+    differ = [key for key in SHAPE if mine.get(key) != theirs.get(key)]
+    if mine and theirs and differ:
+        raise ShoptuneError(
+            f"adapter {str(adapter)!r} was trained on {base!r}, not on {model!r} (they differ in {', '.join(differ)}); "
+            "leave the model out to load the adapter's own base, or name that one"
+        )
+
+
+def _shape(source: str) -> dict[str, Any]:
+    config = Path(source) / "config.json"
+    if not config.is_file():
+        return {}
+    try:
+        return json.loads(config.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+
+
 def with_adapter(model: Any, adapter: str | Path, base: str, name: str = "default") -> Any:
     """`model` with a PEFT adapter applied; an adapter trained on another model is one clear error."""
     from peft import PeftModel
 
     require_adapter(adapter)
+    check_base(base, adapter)
     try:
         return PeftModel.from_pretrained(model, str(adapter), adapter_name=name)
     except (RuntimeError, ValueError, KeyError, OSError) as exc:
@@ -177,14 +259,6 @@ def _first_line(exc: BaseException) -> str:
 
 def known_models() -> list[str]:
     return list(NAMED_MODELS)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def converted(gguf: Path) -> Path:

@@ -16,7 +16,7 @@ import json
 import os
 import socket
 import sys
-from collections.abc import Collection, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TextIO
 
@@ -43,19 +43,6 @@ def waiting(path: Path) -> Iterator[None]:
     """Exclusive lock on `path`, waiting for its holder: for work that one process does and others reuse."""
     with _held(path, wait=True, target=path):
         yield
-
-
-def refuse_foreign(out: Path, owned: Collection[str], verb: str) -> None:
-    """A folder holding anything `verb` does not write belongs to someone else (a user's files, another verb's
-    run): it is refused, never written among. Hidden names are temporaries and system files, not contents."""
-    if not out.is_dir():
-        return
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in owned and not p.name.startswith("."))
-    if foreign:
-        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
-        raise ShoptuneError(
-            f"--out {out}: holds {shown}, which `shoptune {verb}` does not write; choose a new or empty folder"
-        )
 
 
 def lock_path(target: Path) -> Path:

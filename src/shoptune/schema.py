@@ -1,17 +1,13 @@
 """The ShopBench-format example: one record for training, generated and evaluation data alike.
 
 Validation happens here, once, so every later layer can trust a record's shape; a bad line stops
-with its file, line and field named. Writes are atomic (temporary name, then rename), so an
-interrupted run never leaves a half-written file behind.
+with its file, line and field named. Records are written through `files` (a temporary name, then a
+rename), so an interrupted run never leaves a half-written file behind.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, ValidationError, ValidationInfo, field_validator
 
 from shoptune.errors import ShoptuneError, located
+from shoptune.files import atomic_write_text
 from shoptune.metrics import METRICS, TaskType, known_metric, metric_def, metrics_for
 from shoptune.metrics import Metric as Metric  # re-exported: the layers above take the record's names from here
 
@@ -211,16 +208,6 @@ def _first_error(err: ValidationError) -> tuple[str | None, str]:
     return field, message
 
 
-def read_utf8(path: Path | str) -> str:
-    """A text file's content; bytes that are not UTF-8 are one error naming the file and line."""
-    data = Path(path).read_bytes()
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        raise located(path, line, None, f"not UTF-8 text ({exc.reason}); save it as UTF-8") from None
-
-
 class _DuplicateKey(Exception):
     def __init__(self, key: str) -> None:
         self.key = key
@@ -277,62 +264,6 @@ def read_examples(path: Path | str) -> list[Example]:
     if not examples:
         raise ShoptuneError(f"{path}: holds no examples")
     return examples
-
-
-def atomic_write_text(path: Path | str, text: str) -> None:
-    """Write to a temporary file beside the target, then rename: readers see old or new, never half."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:  # a parent that is a file, a read-only or missing place: the user's path, not a bug
-        raise ShoptuneError(f"{path}: cannot write there ({exc.strerror})") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def read_state(path: Path | str) -> dict[str, Any]:
-    """A JSON record a run left for later runs; a damaged one (a disk fault, an edit) is one clear error."""
-    path = Path(path)
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ShoptuneError(f"{path}: damaged run record ({exc}); delete it (or its folder) to start over") from None
-    if not isinstance(value, dict):
-        raise ShoptuneError(f"{path}: damaged run record (not a JSON object); delete it (or its folder) to start over")
-    return value
-
-
-def remove_temporaries(out: Path) -> None:
-    """The temporary folders beside `out` that a killed `folder_in_place` left (the caller holds `out`'s lock)."""
-    for stale in out.parent.glob(f".{out.name}.*"):
-        if stale.is_dir():
-            shutil.rmtree(stale, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def folder_in_place(out: Path) -> Iterator[Path]:
-    """A temporary folder beside `out`, renamed to `out` (replacing what is there) once the block completes, and
-    removed if it fails: readers see the old folder or the new, never half of one. Temporaries that a killed run
-    left are removed first, so the caller must hold `out` (a lock) while it writes."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    remove_temporaries(out)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
-        yield tmp
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def write_jsonl(path: Path | str, rows: Iterable[dict[str, Any]]) -> None:

@@ -45,8 +45,9 @@ from starlette.exceptions import HTTPException
 from shoptune.config import StrictConfig
 from shoptune.errors import ShoptuneError
 from shoptune.evaluate.backends import HFBackend
-from shoptune.evaluate.constraints import CONSTRAINED, task_type_of
+from shoptune.evaluate.constraints import CONSTRAINED, constrainable, task_type_of
 from shoptune.schema import TaskType
+from shoptune.tasks.render import render_chat
 
 API_KEY_ENV = "SHOPTUNE_API_KEY"
 log = logging.getLogger("shoptune.serve")
@@ -84,7 +85,7 @@ class Message(BaseModel):
 class Common(BaseModel):
     """The OpenAI request fields shoptune honours; others a client sends (top_p, user, ...) are ignored."""
 
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", allow_inf_nan=False)
     model: str
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
@@ -218,7 +219,10 @@ class ModelServer:
         tokenizer = self.backend.tokenizer
         plain = [{"role": m.role, "content": m.content} for m in messages]
         if getattr(tokenizer, "chat_template", None):
-            return tokenizer.apply_chat_template(plain, tokenize=False, add_generation_prompt=True)
+            try:
+                return render_chat(plain, tokenizer)  # a system message where the template takes none: folded in
+            except Exception as exc:  # the template's own refusal of this conversation (roles out of turn, say)
+                raise ApiError(400, f"the model's chat template refuses these messages: {exc}", "messages") from None
         # No template: the plain layout shoptune trains and evaluates with (system, blank line, user).
         return "\n\n".join(m.content for m in messages)
 
@@ -243,6 +247,13 @@ class ModelServer:
         if self.constrained:
             for question in questions or texts:
                 kind = body.task_type or task_type_of(question, is_multiple_choice=False)
+                if kind in CONSTRAINED and not constrainable(kind, question):  # only a named type gets here
+                    raise ApiError(
+                        400,
+                        f"task_type {kind.value}: the prompt lists no numbered candidates, so its answer cannot be "
+                        "kept to that form; list them ('1. ...') or leave task_type out",
+                        "task_type",
+                    )
                 constrain.append((kind, question) if kind in CONSTRAINED else None)
         return self.scheduler.submit(Job(texts, budget, body.temperature, constrain, streamer=streamer))
 
@@ -364,10 +375,14 @@ def _stream(
         try:
             if kind == "chat.completion.chunk":
                 yield chunk("", None)  # OpenAI's first chunk names the role; its content starts empty
+            streamed = ""
             for piece in streamer:
                 if piece:
+                    streamed += piece
                     yield chunk(piece, None)
-            (_, _, new_tokens), *_ = job.future.result()
+            (reply, _, new_tokens), *_ = job.future.result()
+            if len(reply) > len(streamed) and reply.startswith(streamed):  # a constrained word the budget cut, ended
+                yield chunk(reply[len(streamed) :], None)
             yield chunk(None, _finish(new_tokens, job.max_tokens))
             yield "data: [DONE]\n\n"
         finally:

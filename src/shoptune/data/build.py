@@ -28,26 +28,29 @@ import pyarrow.compute as pc
 from tqdm import tqdm
 
 from shoptune import __version__
-from shoptune.config import SPEC_RECORD, dump_config, refuse_other_spec
+from shoptune.config import SPEC_RECORD
 from shoptune.data.clean import Contamination, Fingerprints, dedupe, fingerprint
 from shoptune.data.spec import MixtureSpec
 from shoptune.errors import ShoptuneError
+from shoptune.files import atomic_write_text, folder_in_place
 from shoptune.hub import tiny_model_path
-from shoptune.locks import waiting, writing
-from shoptune.schema import (
-    Example,
-    arrow_schema,
-    atomic_write_text,
-    folder_in_place,
-    read_examples,
-    read_utf8,
-    to_table,
-)
+from shoptune.locks import waiting
+from shoptune.runs import Layout, RunFolder, settings
+from shoptune.schema import Example, arrow_schema, from_row, read_examples, to_table, write_jsonl
 from shoptune.sources.mapped import MappedSource, lacks, load_sources, own_corpus, provenance
 from shoptune.sources.records import RawCorpus
 from shoptune.sources.registry import LICENCES, file_hash, load_raw, present_sources
 from shoptune.tasks.registry import Subtask
 
+MANIFEST = "manifest.json"
+VALIDATION_JSONL = "validation.jsonl"  # the validation split as ShopBench JSON Lines, for `eval run` and studies
+# What `save` writes: datasets' DatasetDict (its index and a folder per split), the manifest, the spec, the split.
+BUILD = Layout(
+    "data build",
+    frozenset({"dataset_dict.json", "train", "validation", MANIFEST, SPEC_RECORD, VALIDATION_JSONL}),
+    SPEC_RECORD,
+    made="a mixture built",
+)
 SAMPLED_LENGTHS = 20_000  # prompts measured for the manifest's length statistics
 PARALLEL_FROM = 50_000  # examples asked for, from which worker processes pay for their start by default
 
@@ -354,19 +357,21 @@ def save(splits: dict[str, pa.Table], info: dict[str, Any], spec: MixtureSpec, o
             if len(table)
         }
         datasets.DatasetDict(parts).save_to_disk(str(tmp))
-        atomic_write_text(tmp / "manifest.json", json.dumps(info, indent=2, ensure_ascii=False) + "\n")
-        atomic_write_text(tmp / SPEC_RECORD, dump_config(spec))
+        validation = splits.get("validation")
+        rows = validation.to_pylist() if validation is not None else []
+        write_jsonl(tmp / VALIDATION_JSONL, (from_row(row).to_json() for row in rows))
+        atomic_write_text(tmp / MANIFEST, json.dumps(info, indent=2, ensure_ascii=False) + "\n")
+        RunFolder(tmp, BUILD).write_record(settings(spec))
 
 
 def build_mixture(
     spec: MixtureSpec, out: Path, *, workers: int | None = None, progress: bool = False
 ) -> dict[str, Any]:
     """Build, clean, split and save; `workers` processes (None: as many as there are CPUs, for large
-    mixtures) make the subtasks' examples, with the same output whatever their number."""
-    with writing(out):
-        if out.exists() and not (out / "manifest.json").is_file():
-            raise ShoptuneError(f"--out {out}: exists and is not a mixture folder; refusing to replace it")
-        refuse_other_spec(out, spec, "a mixture built")
+    mixtures) make the subtasks' examples, with the same output whatever their number. Returns the manifest, and
+    `rebuilt`: the folder held a build of this spec already (the same files again, unless the inputs changed)."""
+    with RunFolder.open(out, BUILD, settings(spec)):  # a rebuild replaces the folder whole: nothing else may be in it
+        rebuilt = (out / MANIFEST).is_file()
         own = own_corpora(spec)  # each sources file read once, for the parts and the manifest
         parts = make_parts(spec, workers, progress, own)
         splits, removed = split(spec, parts)
@@ -375,7 +380,7 @@ def build_mixture(
         sources = {name: digest for p in parts if p.built for name, digest in p.sources.items()}
         info = manifest(spec, splits, removed, sources, own)
         save(splits, info, spec, out)
-    return info
+    return {**info, "rebuilt": rebuilt}
 
 
 def cached_mixture(spec: MixtureSpec, folder: Path) -> Path:
@@ -384,7 +389,6 @@ def cached_mixture(spec: MixtureSpec, folder: Path) -> Path:
     Ray) wait for each other: one builds, the others reuse."""
     folder.parent.mkdir(parents=True, exist_ok=True)
     with waiting(folder.parent / f".{folder.name}.build-lock"):
-        record = folder / SPEC_RECORD
-        if not (record.is_file() and read_utf8(record) == dump_config(spec)):
+        if RunFolder(folder, BUILD).recorded() != settings(spec):
             build_mixture(spec, folder)
     return folder

@@ -24,10 +24,11 @@ from typing import Any
 from pydantic import Field
 from tqdm import tqdm
 
-from shoptune.config import SPEC_RECORD, StrictConfig, dump_config, refuse_other_spec
+from shoptune.config import SPEC_RECORD, StrictConfig
 from shoptune.errors import ShoptuneError
-from shoptune.locks import refuse_foreign, writing
-from shoptune.schema import Example, TaskType, atomic_write_text, parse_example, write_jsonl
+from shoptune.files import write_json
+from shoptune.runs import Layout, RunFolder, settings
+from shoptune.schema import Example, TaskType, parse_example, write_jsonl
 from shoptune.sources.records import RawCorpus
 from shoptune.sources.registry import load_raw
 from shoptune.sources.teacher import Teacher, TeacherError
@@ -231,12 +232,29 @@ def plan(spec: GenerateSpec, out: Path) -> dict[str, Any]:
     }
 
 
+GENERATED = "generated.jsonl"
+GENERATE = Layout(
+    "data generate", frozenset({GENERATED, "stats.json", SPEC_RECORD, "cache"}), SPEC_RECORD, made="examples generated"
+)
+# Settings that bound or price how a run asks, not what it asks for: a rerun may change them (a higher max_requests
+# continues a capped run from the cache).
+HOW_IT_ASKS = frozenset(
+    {
+        "api_key_env",
+        "concurrency",
+        "timeout",
+        "max_retries",
+        "max_requests",
+        "price_per_1k_prompt_tokens",
+        "price_per_1k_completion_tokens",
+        "cache_dir",
+    }
+)
+
+
 def generate(spec: GenerateSpec, out: Path, progress: bool = True) -> dict[str, Any]:
-    if out.exists() and not out.is_dir():
-        raise ShoptuneError(f"--out {out}: exists and is not a directory")
-    with writing(out):
-        refuse_foreign(out, {"generated.jsonl", "stats.json", SPEC_RECORD, "cache"}, "data generate")
-        refuse_other_spec(out, spec, "examples generated")
+    with RunFolder.open(out, GENERATE, settings(spec, exclude=HOW_IT_ASKS)) as folder:
+        folder.write_record(settings(spec))  # first: an interrupted run is continued only by the same spec
         info = _generate(spec, out, progress)
     if not info["produced"]:
         why = f"first failure: {info['first_failure']}" if info["first_failure"] else "every reply was invalid"
@@ -322,8 +340,7 @@ def _generate(spec: GenerateSpec, out: Path, progress: bool) -> dict[str, Any]:
         else:
             kept[ex.input_field] = ex
     stats.produced = len(kept)
-    write_jsonl(out / "generated.jsonl", (ex.to_json() for ex in kept.values()))
+    write_jsonl(out / GENERATED, (ex.to_json() for ex in kept.values()))
     info = stats.as_dict(spec)
-    atomic_write_text(out / "stats.json", json.dumps(info, indent=2) + "\n")
-    atomic_write_text(out / SPEC_RECORD, dump_config(spec))
+    write_json(out / "stats.json", info)
     return info

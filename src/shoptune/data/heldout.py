@@ -16,7 +16,8 @@ from typing import Any
 
 from shoptune import __version__
 from shoptune.errors import ShoptuneError
-from shoptune.schema import Example, atomic_write_text, write_jsonl
+from shoptune.files import atomic_write_text
+from shoptune.schema import Example, write_jsonl
 from shoptune.sources.mapped import lacks, load_sources, own_corpus, provenance
 from shoptune.sources.partition import HELDOUT_PERCENT, HELDOUT_SUBTREES_PERCENT
 from shoptune.sources.registry import MATCHING_SPLITS, load_raw

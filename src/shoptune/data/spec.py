@@ -75,6 +75,9 @@ class MixtureSpec(StrictConfig):
         negative = sorted(n for n, w in self.weights.items() if w < 0)
         if negative:
             raise ValueError(f"weights of {negative} are negative; a weight multiplies examples_per_subtask")
+        negative = sorted(n for n, w in self.source_weights.items() if w < 0)
+        if negative:
+            raise ValueError(f"source_weights of {negative} are negative; a weight multiplies its parts' size")
         outside = [n for n in self.subtasks or [] if known[n].capability not in self.capabilities]
         if outside:
             raise ValueError(f"subtasks {outside} belong to capabilities not selected")

@@ -166,10 +166,17 @@ class HFBackend:
         texts = [self.render(p) for p in prompts]
         rules = [(constrain, p) for p in prompts] if constrain is not None else None
         answers = self._new_tokens(texts, max_new_tokens, 0.0, constrain=rules)
-        decoded = self.tokenizer.batch_decode([new for _, new in answers], skip_special_tokens=True)
+        return self._decode([new for _, new in answers], rules)
+
+    def _decode(
+        self, answers: Sequence[list[int]], constrain: Sequence[tuple[TaskType | None, str] | None] | None
+    ) -> list[str]:
+        """The answers' text; a constrained one the token budget cut mid-word runs to the end of that word
+        (`constraints.ended`), in evaluation and serving alike."""
+        decoded = self.tokenizer.batch_decode(list(answers), skip_special_tokens=True)
         if constrain is None:
             return decoded
-        return [ended(constrain, prompt, text) for prompt, text in zip(prompts, decoded, strict=True)]
+        return [text if rule is None else ended(*rule, text) for rule, text in zip(constrain, decoded, strict=True)]
 
     def continue_texts(
         self,
@@ -184,7 +191,7 @@ class HFBackend:
         answers = self._new_tokens(texts, max_new_tokens, temperature, constrain=constrain, **generate)
         special = set(self.tokenizer.all_special_ids)
         return (
-            self.tokenizer.batch_decode([new for _, new in answers], skip_special_tokens=True),
+            self._decode([new for _, new in answers], constrain),
             [n for n, _ in answers],
             [sum(1 for t in new if t not in special) for _, new in answers],
         )
@@ -528,7 +535,7 @@ class VLLMBackend:
         )
         require_extra("vllm", "vllm", "the vllm backend")
         if not allow_download:
-            os.environ["HF_HUB_OFFLINE"] = "1"  # vLLM reads the hub itself; offline unless the user allowed it
+            hub_offline()  # vLLM reads the hub itself; offline unless the user allowed it
         from vllm import LLM, SamplingParams
 
         self.SamplingParams = SamplingParams
@@ -600,3 +607,12 @@ BACKENDS: dict[str, BackendEntry] = {
     "openai": BackendEntry(OpenAIBackend.from_config, "any OpenAI-compatible server at base_url"),
     "vllm": BackendEntry(VLLMBackend.from_config, "vLLM in-process, on a GPU (pip install 'shoptune[vllm]')"),
 }
+
+
+def hub_offline() -> None:
+    """Keep every later hub call of this process off the network. huggingface_hub reads HF_HUB_OFFLINE once, when it
+    is imported, so setting the variable after that (shoptune has imported it by now) changes nothing by itself."""
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import huggingface_hub.constants
+
+    huggingface_hub.constants.HF_HUB_OFFLINE = True  # what is_offline_mode() returns, for transformers and vLLM too

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from shoptune.evaluate.constraints import NUMBERED
 from shoptune.evaluate.scoring import score_questions
 from shoptune.schema import Example, TaskType
 from shoptune.tasks.render import option_labels
@@ -16,10 +17,18 @@ from shoptune.tasks.render import option_labels
 INPUT = re.compile(r"Input:\s*(.*?)\s*(?:\n\s*Output:|$)", re.DOTALL)
 ANSWER_CUE = ("output:", "answer:")
 
+
+def listed(prompt: str) -> list[str]:
+    """The numbers of the prompt's numbered list, in the order listed (1-5 where it lists none)."""
+    numbers = list(dict.fromkeys(NUMBERED.findall(prompt)))
+    return numbers or ["1", "2", "3", "4", "5"]
+
+
+# Per task type: the answer (from the prompt) and what it is, in words.
 FIXED = {
-    TaskType.RETRIEVAL: ("1,2,3", "the first three listed"),
-    TaskType.RANKING: ("1,2,3,4,5", "the listed order"),
-    TaskType.NER: ("", "no entities"),
+    TaskType.RETRIEVAL: (lambda prompt: ",".join(listed(prompt)[:3]), "the first three listed"),
+    TaskType.RANKING: (lambda prompt: ",".join(listed(prompt)), "the listed order"),
+    TaskType.NER: (lambda prompt: "", "no entities"),
 }
 
 
@@ -53,7 +62,8 @@ def constant_answers(examples: Sequence[Example]) -> tuple[list[str], dict[str, 
         elif ex.task_type is TaskType.GENERATION:
             response, what = input_text(ex.input_field), "the prompt's own input text"
         else:
-            response, what = FIXED[ex.task_type]
+            answer, what = FIXED[ex.task_type]
+            response = answer(ex.input_field)
         responses.append(response)
         said[ex.task_type.value] = what
     return responses, said

@@ -13,8 +13,9 @@ from pydantic import Field, field_validator, model_validator
 from shoptune.config import StrictConfig
 from shoptune.evaluate.backends import BACKENDS
 from shoptune.evaluate.constraints import CONSTRAINED
-from shoptune.hub import DEFAULT_MODEL
+from shoptune.hub import DEFAULT_MODEL, base_for
 from shoptune.metrics import embedding_metrics
+from shoptune.runs import settings
 from shoptune.schema import TaskType
 from shoptune.tasks.render import SHOPBENCH_SYSTEM_PROMPT
 
@@ -33,7 +34,11 @@ class EvalConfig(StrictConfig):
     """Everything that decides what the model answers, plus how the answers are scored. Each setting is also an
     `eval run` option (its description is the option's help)."""
 
-    model: str = Field(DEFAULT_MODEL, description="model name, .gguf file, Hugging Face folder or hub id")
+    model: str = Field(
+        DEFAULT_MODEL,
+        description="model name, .gguf file, Hugging Face folder or hub id (default: the adapter's own base, else "
+        f"{DEFAULT_MODEL})",
+    )
     adapter: str | None = Field(None, description="PEFT LoRA adapter folder to apply to the model")
     alpha: float = Field(
         1.0,
@@ -97,6 +102,15 @@ class EvalConfig(StrictConfig):
     bootstrap: int = Field(1000, ge=0, le=100_000, description="bootstrap resamples for the 95% intervals (0: none)")
     seed: int = Field(0, description="draws the bootstrap resamples")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _adapters_base(cls, data: Any) -> Any:
+        """No model named: the one the adapter (or the ensemble's first) was trained on, as its config names it."""
+        if isinstance(data, dict) and data.get("model") is None:
+            ensemble = data.get("ensemble") or [None]
+            return {**data, "model": base_for(None, data.get("adapter") or ensemble[0])}
+        return data
+
     @field_validator("backend")
     @classmethod
     def _known_backend(cls, value: str) -> str:
@@ -138,7 +152,8 @@ class EvalConfig(StrictConfig):
         return value
 
     def answer_settings(self) -> dict[str, Any]:
-        """The settings that change answers: a resumed run must match them, scoring settings may differ."""
+        """The settings that change answers (model and adapter paths resolved): a resumed run must match them,
+        scoring settings may differ."""
         excluded = {
             "bootstrap",
             "seed",
@@ -150,17 +165,17 @@ class EvalConfig(StrictConfig):
             "batch_size",
             "gpu_memory_utilization",
         }
-        return self.model_dump(mode="json", exclude=excluded)
+        return settings(self, exclude=excluded, sources=("model", "adapter", "ensemble"))
 
     def settings_for(self, task_type: TaskType) -> dict[str, Any]:
         """The answer settings that can change an answer of this task type: two runs that agree on them give the
         same answers to its questions (the same data), so one run's can be reused by the other."""
-        settings = self.answer_settings()
+        chosen = self.answer_settings()
         by_logits = task_type is TaskType.MULTIPLE_CHOICE and self.mc_mode == "logits"
-        settings["max_new_tokens"] = None if by_logits else settings["max_new_tokens"][task_type.value]
+        chosen["max_new_tokens"] = None if by_logits else chosen["max_new_tokens"][task_type.value]
         if task_type is not TaskType.MULTIPLE_CHOICE:
-            settings.pop("mc_mode")
-            settings.pop("mc_debias")
+            chosen.pop("mc_mode")
+            chosen.pop("mc_debias")
         if by_logits or task_type not in CONSTRAINED:
-            settings.pop("constrained")
-        return settings
+            chosen.pop("constrained")
+        return chosen

@@ -85,7 +85,7 @@ class Spans:
         return self.begins(entity), entity == entity.rstrip() and self.whole(entity)
 
 
-def ended(task_type: TaskType, prompt: str, response: str) -> str:
+def ended(task_type: TaskType | None, prompt: str, response: str) -> str:
     """A constrained entity list the token budget cut mid-word: its last entity runs to the end of the word it was
     copying (the first such span of the question's text), or, cut right after a comma, the list ends before it."""
     if task_type is not TaskType.NER:
@@ -140,6 +140,12 @@ def task_type_of(prompt: str, is_multiple_choice: bool) -> TaskType | None:
     return TaskType.RETRIEVAL if THREE.search(instruction) else None
 
 
+def constrainable(task_type: TaskType, prompt: str) -> bool:
+    """Whether a question of this type can be kept to its answer form: a retrieval or ranking question needs a
+    numbered list to pick from (multiple choice falls back to any digit, entities to the whole question)."""
+    return task_type not in (TaskType.RETRIEVAL, TaskType.RANKING) or numbers_for(task_type, prompt).count > 0
+
+
 def numbers_for(task_type: TaskType, prompt: str) -> Numbers:
     if task_type is TaskType.MULTIPLE_CHOICE:
         return Numbers(frozenset(int(d) for d in option_labels(prompt)), 1)
@@ -154,10 +160,26 @@ def _numeric_tokens(tokenizer: Any) -> tuple[tuple[int, str], ...]:
     """(id, text) of every token made only of digits, commas and spaces: all a numeric answer can use."""
     out = []
     for token_id in range(len(tokenizer)):
-        piece = tokenizer.decode([token_id])
+        piece = piece_text(tokenizer, token_id)
         if piece and NUMERIC_PIECE.match(piece):
             out.append((token_id, piece))
     return tuple(out)
+
+
+@cache
+def _anchor(tokenizer: Any) -> tuple[int, str]:
+    """A plain word token, and its text: what each piece is read after."""
+    token = tokenizer("a", add_special_tokens=False)["input_ids"][-1]
+    return token, tokenizer.decode([token])
+
+
+def piece_text(tokenizer: Any, token: int) -> str:
+    """The text a token adds inside an answer. Decoded alone, a SentencePiece token loses its leading space
+    (Llama 2, Mistral, Gemma: "▁shoe" reads "shoe"), so that no second word could ever follow a first; read after
+    a plain word, it keeps it (" shoe"), as byte-level tokens always do."""
+    anchor, alone = _anchor(tokenizer)
+    both = tokenizer.decode([anchor, token])
+    return both[len(alone) :] if both.startswith(alone) else tokenizer.decode([token])
 
 
 def allowed_tokens(
@@ -174,8 +196,8 @@ def allowed_tokens(
             source = entity_source(prompt)
             commas = {t for t, piece in numeric if piece.strip() == ","}
             rules.append((Spans(source), _pieces(tokenizer, _span_tokens(tokenizer, source, commas))))
-        elif task_type in CONSTRAINED and (numbers := numbers_for(task_type, prompt)).count:
-            rules.append((numbers, numeric))
+        elif task_type in CONSTRAINED and constrainable(task_type, prompt):
+            rules.append((numbers_for(task_type, prompt), numeric))
         else:
             rules.append(None)
 
@@ -195,7 +217,7 @@ def allowed_tokens(
 
 def _pieces(tokenizer: Any, ids: Sequence[int]) -> tuple[tuple[int, str], ...]:
     """(id, text) of each token but the end, as the prefix test reads them."""
-    return tuple((t, tokenizer.decode([t])) for t in ids if t != tokenizer.eos_token_id)
+    return tuple((t, piece_text(tokenizer, t)) for t in ids if t != tokenizer.eos_token_id)
 
 
 def _span_tokens(tokenizer: Any, prompt: str, separators: set[int]) -> list[int]:

@@ -20,17 +20,18 @@ from shoptune.evaluate.config import EvalConfig
 from shoptune.evaluate.predictions import write_predictions
 from shoptune.evaluate.runner import answer
 from shoptune.evaluate.scoring import aggregate, render_markdown, score_questions
-from shoptune.schema import Example, atomic_write_text, write_jsonl
+from shoptune.files import atomic_write_text
+from shoptune.schema import Example, write_jsonl
 from shoptune.tasks.registry import short_name
 from shoptune.train.config import TrainConfig
 
-FOLDER = "shopbench_validation"  # in the training run's folder: the questions, then per step answers and scores
-QUESTIONS = "questions.jsonl"
+QUESTIONS = "questions.jsonl"  # in the folder training gives: the questions, then per step answers and scores
 
 
 class ShopBenchValidator:
     """Called by the trainer at each evaluation with the model being trained; returns flat metrics (overall and
-    one per track) and, where `out` is given, writes the step's answers and scores under out/FOLDER/step-N."""
+    one per track) and, where a folder is given, writes the questions there and the step's answers and scores under
+    its step-N."""
 
     def __init__(
         self,
@@ -64,10 +65,9 @@ class ShopBenchValidator:
         responses = [answers[i] for i in range(len(self.examples))]
         scores = aggregate(score_questions(self.examples, responses), n_bootstrap=0)
         if out is not None:
-            folder = out / FOLDER
-            if not (folder / QUESTIONS).is_file():
-                write_jsonl(folder / QUESTIONS, (ex.to_json() for ex in self.examples))
-            step_folder = folder / f"step-{step}"
+            if not (out / QUESTIONS).is_file():
+                write_jsonl(out / QUESTIONS, (ex.to_json() for ex in self.examples))
+            step_folder = out / f"step-{step}"
             write_predictions(step_folder / "predictions.jsonl", answers)
             atomic_write_text(step_folder / "scores.json", json.dumps(scores.to_json(), indent=2) + "\n")
             atomic_write_text(step_folder / "scores.md", render_markdown(scores))

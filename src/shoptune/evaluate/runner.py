@@ -20,28 +20,31 @@ from typing import Any
 from tqdm import tqdm
 
 from shoptune.config import dump_config
-from shoptune.errors import ShoptuneError
 from shoptune.evaluate.backends import BACKENDS, Backend
 from shoptune.evaluate.baselines import constant_answers
 from shoptune.evaluate.config import EvalConfig
-from shoptune.evaluate.constraints import CONSTRAINED
+from shoptune.evaluate.constraints import CONSTRAINED, constrainable
 from shoptune.evaluate.debias import debiased, label_prior
 from shoptune.evaluate.predictions import Journal, read_journal, read_predictions, write_predictions
 from shoptune.evaluate.scoring import Scores, aggregate, render_markdown, score_questions
 from shoptune.evaluate.selection import Selection, select
-from shoptune.hub import sha256_of
-from shoptune.locks import refuse_foreign, writing
+from shoptune.files import atomic_write_text, read_state
 from shoptune.provenance import provenance
-from shoptune.schema import Example, TaskType, atomic_write_text, read_examples, read_state
+from shoptune.runs import Layout, RunFolder, content, resolved
+from shoptune.schema import Example, TaskType, read_examples
 
 PREDICTIONS = "predictions.jsonl"
 JOURNAL = "predictions.partial.jsonl"
 CONFIG = "config.yaml"
 SCORED = "scored.json"  # what an `eval score` folder's scores were computed from
-EVAL_OWNED = frozenset({"run.json", CONFIG, PREDICTIONS, JOURNAL, "scores.json", "scores.md"})
-SCORE_OWNED = frozenset({SCORED, "scores.json", "scores.md"})
+RUN_RECORD = "run.json"  # what decides the answers, compared by a rerun before it continues the journal
+SCORES = frozenset({"scores.json", "scores.md"})
+EVAL = Layout(
+    "eval run", frozenset({RUN_RECORD, CONFIG, PREDICTIONS, JOURNAL, *SCORES}), RUN_RECORD, made="answers given"
+)
+SCORE = Layout("eval score", frozenset({SCORED, *SCORES}), SCORED, made="scores computed")
 BASELINE = "baseline.json"  # what a no-model baseline answered, per task type
-BASELINE_OWNED = frozenset({BASELINE, PREDICTIONS, "scores.json", "scores.md"})
+NO_MODEL = Layout("eval baseline", frozenset({BASELINE, PREDICTIONS, *SCORES}), BASELINE, made="no-model answers given")
 
 
 def default_batch_size() -> int:
@@ -153,35 +156,23 @@ class RunResult:
     out: Path
     truncated_prompts: int = 0  # prompts longer than the model's context, which lost their beginning
     selection: Selection | None = None
+    finished_earlier: bool = False  # every chosen question was answered before this run: only scored again
+    unconstrained: int = 0  # constrained answering asked, but the question lists no candidates to keep it to
 
 
-def _prepare_out(out: Path, config: EvalConfig, data: Path) -> dict[str, Any]:
-    """The folder's run record; refuse to resume into a folder whose answers came from other settings or data."""
-    if out.exists() and not out.is_dir():
-        raise ShoptuneError(f"--out {out}: exists and is not a directory")
-    current = {"data": str(data.resolve()), "answer_settings": config.answer_settings(), "truncated_prompts": 0}
-    record = out / "run.json"
-    if not record.is_file():
-        return current
-    previous = read_state(record)
-    changed = sorted(
-        k
-        for k in current["answer_settings"]
-        if previous.get("answer_settings", {}).get(k) != current["answer_settings"][k]
-    )
-    if previous.get("data") != current["data"]:
-        changed.insert(0, "data")
-    if changed:
-        raise ShoptuneError(
-            f"{out} holds answers from different settings ({', '.join(changed)}); "
-            "choose another --out or delete that folder"
-        )
-    return {
-        **current,
-        "truncated_prompts": int(previous.get("truncated_prompts") or 0),
-        **({"reused_answers": previous["reused_answers"]} if "reused_answers" in previous else {}),
-        **({"provenance": previous["provenance"]} if "provenance" in previous else {}),
-    }
+def eval_identity(data: Path, config: EvalConfig) -> dict[str, Any]:
+    """What decides a run's answers: the questions (their file's resolved path and content) and the answer settings
+    (`EvalConfig.answer_settings`, paths resolved); a folder holding answers made otherwise is refused."""
+    return {"data": resolved(data), "data_sha256": content(data), "answer_settings": config.answer_settings()}
+
+
+def _carried(out: Path) -> dict[str, Any]:
+    """What a resumed run keeps of its record besides its identity: counts and provenance so far."""
+    if not (out / RUN_RECORD).is_file():
+        return {"truncated_prompts": 0}
+    previous = read_state(out / RUN_RECORD)
+    kept = {key: previous[key] for key in ("reused_answers", "provenance") if key in previous}
+    return {"truncated_prompts": int(previous.get("truncated_prompts") or 0), **kept}
 
 
 def reusable(examples: Sequence[Example], data: Path, config: EvalConfig, folders: Sequence[Path]) -> dict[int, str]:
@@ -189,11 +180,12 @@ def reusable(examples: Sequence[Example], data: Path, config: EvalConfig, folder
     an answer of the question's task type (`EvalConfig.settings_for`): a variant that only debiases multiple
     choice takes every other answer from the plain run instead of computing it again."""
     found: dict[int, str] = {}
+    questions = {"data": resolved(data), "data_sha256": content(data)}
     for folder in folders:
-        if not (folder / PREDICTIONS).is_file() or not (folder / "run.json").is_file():
+        if not (folder / PREDICTIONS).is_file() or not (folder / RUN_RECORD).is_file():
             continue
-        record = read_state(folder / "run.json")
-        if record.get("data") != str(data.resolve()):
+        record = read_state(folder / RUN_RECORD)
+        if any(record.get(key) != value for key, value in questions.items()):
             continue
         other = EvalConfig.model_validate(record["answer_settings"])
         same = {t for t in TaskType if other.settings_for(t) == config.settings_for(t)}
@@ -206,21 +198,21 @@ def run_eval(data: Path, out: Path, config: EvalConfig, progress: bool = True, r
     """Answer what is missing, then score; one run at a time per folder. `reuse`: folders of finished runs whose
     answers stand for this run's where they cannot differ (`reusable`)."""
     examples = read_examples(data)
-    with writing(out):
-        refuse_foreign(out, EVAL_OWNED, "eval run")
-        record = _prepare_out(out, config, data)
+    identity = eval_identity(data, config)
+    with RunFolder.open(out, EVAL, identity) as folder:
+        record = {**identity, **_carried(out)}
         done: dict[int, str] = {}
         if (out / PREDICTIONS).is_file():
             done.update(read_predictions(out / PREDICTIONS, len(examples)))
         done.update(read_journal(out / JOURNAL))
         chosen = select(examples, config.tasks, config.limit_per_task, config.limit)
         pending = [i for i in chosen.indices if i not in done]
+        finished_earlier = not pending
         taken = reusable(examples, data, config, reuse) if pending and reuse else {}
         taken = {i: taken[i] for i in pending if i in taken}
         if taken:
             record["reused_answers"] = int(record.get("reused_answers") or 0) + len(taken)
-            out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(out / "run.json", json.dumps(record, indent=2) + "\n")
+            folder.write_record(record)
             atomic_write_text(out / CONFIG, dump_config(config))
             journal = Journal(out / JOURNAL)
             journal.write(sorted(taken.items()))
@@ -235,8 +227,7 @@ def run_eval(data: Path, out: Path, config: EvalConfig, progress: bool = True, r
             if served:
                 made["model_identity"] = {"model": config.model, "base_url": config.base_url}
             record["provenance"] = made
-            out.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(out / "run.json", json.dumps(record, indent=2) + "\n")
+            folder.write_record(record)
             atomic_write_text(out / CONFIG, dump_config(config))
             journal = Journal(out / JOURNAL)
             try:
@@ -251,10 +242,15 @@ def run_eval(data: Path, out: Path, config: EvalConfig, progress: bool = True, r
                 # Counted even for an interrupted run: its journalled answers are kept and reused.
                 record["truncated_prompts"] += getattr(backend, "truncated_prompts", 0)
                 record["provenance"]["wall_seconds"] += round(time.monotonic() - began, 1)
-                atomic_write_text(out / "run.json", json.dumps(record, indent=2) + "\n")
+                folder.write_record(record)
         if pending or taken:
             write_predictions(out / PREDICTIONS, done)
             (out / JOURNAL).unlink(missing_ok=True)
+        if config.constrained:  # a retrieval or ranking question that lists no candidates is answered freely
+            loose = sum(not constrainable(examples[i].task_type, examples[i].input_field) for i in chosen.indices)
+            if loose != record.get("unconstrained_questions", 0):
+                record["unconstrained_questions"] = loose
+                folder.write_record(record)
         kept = [examples[i] for i in chosen.indices]
         scores = score_and_write(kept, {k: done[i] for k, i in enumerate(chosen.indices) if i in done}, out, config)
     return RunResult(
@@ -264,6 +260,8 @@ def run_eval(data: Path, out: Path, config: EvalConfig, progress: bool = True, r
         out=out,
         truncated_prompts=record["truncated_prompts"],
         selection=chosen,
+        finished_earlier=finished_earlier,
+        unconstrained=int(record.get("unconstrained_questions", 0)),
     )
 
 
@@ -283,16 +281,10 @@ def score_file(data: Path, predictions: Path, out: Path, config: EvalConfig) -> 
     own: one that holds another verb's run, or scores of other questions or answers, is refused."""
     examples = read_examples(data)
     answers = read_predictions(predictions, len(examples))
-    if out.exists() and not out.is_dir():
-        raise ShoptuneError(f"--out {out}: exists and is not a directory")
-    inputs = {"data": sha256_of(data), "predictions": sha256_of(predictions)}
-    with writing(out):
-        refuse_foreign(out, SCORE_OWNED, "eval score")
-        if (out / SCORED).is_file() and read_state(out / SCORED).get("inputs") != inputs:
-            raise ShoptuneError(f"--out {out}: holds scores of other questions or answers; choose another folder")
+    identity = {"inputs": {"data": content(data), "predictions": content(predictions)}}
+    with RunFolder.open(out, SCORE, identity) as folder:
         scores = score_and_write(examples, answers, out, config)
-        record = {"data": str(data.resolve()), "predictions": str(predictions.resolve()), "inputs": inputs}
-        atomic_write_text(out / SCORED, json.dumps(record, indent=2) + "\n")
+        folder.write_record({"data": resolved(data), "predictions": resolved(predictions), **identity})
     return scores
 
 
@@ -300,13 +292,10 @@ def baseline_file(data: Path, out: Path, config: EvalConfig) -> tuple[Scores, di
     """`eval baseline`: the no-model answers of `evaluate.baselines`, written and scored like a model's."""
     examples = read_examples(data)
     responses, said = constant_answers(examples)
-    if out.exists() and not out.is_dir():
-        raise ShoptuneError(f"--out {out}: exists and is not a directory")
-    with writing(out):
-        refuse_foreign(out, BASELINE_OWNED, "eval baseline")
+    identity = {"inputs": {"data": content(data)}}
+    with RunFolder.open(out, NO_MODEL, identity) as folder:
         answers = dict(enumerate(responses))
         write_predictions(out / PREDICTIONS, answers)
         scores = score_and_write(examples, answers, out, config)
-        record = {"data": str(data.resolve()), "answered": said}
-        atomic_write_text(out / BASELINE, json.dumps(record, indent=2) + "\n")
+        folder.write_record({"data": resolved(data), **identity, "answered": said})
     return scores, said

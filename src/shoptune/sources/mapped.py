@@ -28,12 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from shoptune.config import StrictConfig
-from shoptune.errors import ShoptuneError, near
+from shoptune.errors import ShoptuneError, near, note
+from shoptune.files import read_utf8
 from shoptune.metrics import METRICS, TaskType, known_metric, metrics_for
-from shoptune.schema import read_utf8
 from shoptune.sources import records
 from shoptune.sources.partition import Part
 from shoptune.sources.records import RawCorpus
@@ -68,7 +69,7 @@ OFFER_ID = "id"
 DEFAULT_KEYS = {
     "category": "path[:2]",  # a second-level subtree, as the shipped taxonomy is held out
     "offer": "id",
-    "offer_pair": "left.title",
+    "offer_pair": "left.title|right.title",  # a product on either side: every pair that shares one, one group
     "query_judgment": "query",
     "session": "next_item",
     "review": "title",
@@ -88,12 +89,41 @@ def in_heldout(ident: str, group: Any, share: float) -> bool:
 
 
 def group_of(values: dict[str, Any], key: str) -> Any:
-    """The value of `field` or `field[:N]` among a row's mapped values."""
+    """The value of `field` or `field[:N]` among a row's mapped values (for `a|b`, the values of each)."""
+    if LINKED in key:
+        return [group_of(values, part) for part in key.split(LINKED)]
     field, _, cut = key.partition("[:")
     value = values.get(field)
     if cut:
         value = list(value or ())[: int(cut.rstrip("]"))]
     return value
+
+
+LINKED = "|"  # "a|b": rows that share a value of a or of b (a product on either side of a pair) are one group
+
+
+def groups(rows: list[dict[str, Any]], key: str) -> list[Any]:
+    """Each row's held-out group. `field` or `field[:N]`: its value. `a|b`: its connected component, rows joined by
+    any value they share in any of the fields (compared without case or extra spaces), named by the component's
+    smallest value, so a product paired with two others never lands on both sides."""
+    if LINKED not in key:
+        return [group_of(row, key) for row in rows]
+    parent: dict[str, str] = {}
+
+    def root(item: str) -> str:
+        parent.setdefault(item, item)
+        while parent[item] != item:
+            parent[item] = parent[parent[item]]
+            item = parent[item]
+        return item
+
+    linked = [[" ".join(str(v).lower().split()) for v in group_of(row, key) if v is not None] for row in rows]
+    for items in linked:
+        for item in items[1:]:
+            a, b = root(items[0]), root(item)
+            if a != b:
+                parent[max(a, b)] = min(a, b)  # the smaller value names the component
+    return [root(items[0]) if items else None for items in linked]
 
 
 class EntryLicence(StrictConfig):
@@ -153,6 +183,13 @@ class MappedSource:
     subtask: DeclaredSubtask | None = None  # kind: instructions
     heldout_key: str = ""  # what groups its records on one side of the held-out split
     heldout_share: float = 0.0
+    notes: list[str] = dataclasses.field(default_factory=list)  # what the reader decided for the user, said once
+
+
+def row_id(values: dict[str, Any]) -> str:
+    """A stable id for a row whose table has none: the same content gives the same id on every run."""
+    text = json.dumps(values, sort_keys=True, default=str, ensure_ascii=False)
+    return "row-" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # --- the record types' fields -------------------------------------------------------------------------------
@@ -207,7 +244,7 @@ def read_rows(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
     if suffix in (".csv", ".tsv"):
         import csv
 
-        with path.open(encoding="utf-8", newline="") as handle:
+        with path.open(encoding="utf-8-sig", newline="") as handle:  # "CSV UTF-8" exports begin with a BOM
             reader = csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ",")
             for row in reader:
                 yield f"{path}:{reader.line_num}", dict(row)
@@ -298,7 +335,7 @@ def build_record(kind: str, values: dict[str, Any]) -> Any:
 
 INSTRUCTIONS = "instructions"
 # Instruction rows: a prompt and a response (in the answer format of the declared task type), chat messages (the
-# last user turn and the assistant's reply), or ShopBench records themselves (input_field, output_field).
+# last assistant reply and the user turn it answers), or ShopBench records themselves (input_field, output_field).
 INSTRUCTION_COLUMNS = ("prompt", "response", "messages", "input_field", "output_field")
 
 
@@ -309,11 +346,13 @@ def instruction(row: dict[str, Any], columns: dict[str, str], task_type: TaskTyp
         messages = json.loads(messages) if isinstance(messages, str) else messages
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             raise ValueError("expected a JSON list of {role, content} messages")
-        users = [m.get("content") for m in messages if m.get("role") == "user"]
-        replies = [m.get("content") for m in messages if m.get("role") == "assistant"]
-        if not users or not replies:
-            raise ValueError("expected a user message and an assistant reply")
-        return str(users[-1]), parse_answer(str(replies[-1]), task_type)
+        roles = [m.get("role") for m in messages]
+        # The last reply and the user turn it answers; a conversation may end on a user turn nobody answered yet.
+        reply = max((i for i, role in enumerate(roles) if role == "assistant"), default=None)
+        asked = max((i for i, role in enumerate(roles[:reply]) if role == "user"), default=None) if reply else None
+        if reply is None or asked is None:
+            raise ValueError("expected a user message followed by an assistant reply")
+        return str(messages[asked].get("content")), parse_answer(str(messages[reply].get("content")), task_type)
     if "output_field" in columns:
         output = row[columns["output_field"]]
         output = json.loads(output) if isinstance(output, str) and task_type is not TaskType.GENERATION else output
@@ -348,8 +387,7 @@ def parse_answer(text: str, task_type: TaskType) -> Any:
     return text
 
 
-def read_instructions(ident: str, entry: SourceEntry, files: list[Path], problems: list[str]) -> list[Any]:
-    where = f"source {ident!r}"
+def read_instructions(where: str, entry: SourceEntry, files: list[Path], problems: list[str]) -> list[Any]:
     if entry.subtask is None:
         problems.append(f"{where}: kind instructions needs `subtask: {{name, capability, task_type, metric}}`")
         return []
@@ -379,34 +417,35 @@ def read_instructions(ident: str, entry: SourceEntry, files: list[Path], problem
 
 
 def read_entry(
-    ident: str, entry: SourceEntry, base: Path, problems: list[str], part: Part | None = None
+    ident: str, entry: SourceEntry, base: Path, problems: list[str], part: Part | None = None, where: str = ""
 ) -> MappedSource:
     """The entry's records (of one part of the held-out split, or all); every problem is appended to `problems`
-    (nothing raised for bad rows)."""
+    (nothing raised for bad rows), entry-level ones after `where` (the sources file and the entry's line)."""
+    where = where or f"source {ident!r}"
     key = entry.heldout.key or DEFAULT_KEYS[entry.kind] if entry.kind in DEFAULT_KEYS else ""
     held = part == "heldout"
     if entry.kind == INSTRUCTIONS:
         path = entry.path if entry.path.is_absolute() else base / entry.path
         if not path.exists():
-            problems.append(f"source {ident!r}: path {path}: no such file or folder")
+            problems.append(f"{where}: path {path}: no such file or folder")
             return MappedSource(ident, entry.kind, [], entry.licence, entry.language, [], entry.subtask)
         files = table_files(path)
-        out = read_instructions(ident, entry, files, problems)
+        out = read_instructions(where, entry, files, problems)
         if part is not None:  # an instruction row's group is its prompt
             out = [r for r in out if in_heldout(ident, r[1][0], entry.heldout.share) == held]
         return MappedSource(
             ident, entry.kind, out, entry.licence, entry.language, files, entry.subtask, key, entry.heldout.share
         )
     fields = kind_fields(entry.kind)
-    where = f"source {ident!r}"
     unknown = [f for f in entry.columns if f not in fields]
     problems += [f"{where}: columns: no field {f!r} in {entry.kind}{near(f, fields)}" for f in unknown]
     problems += [
         f"{where}: values: no field {f!r} in {entry.kind}{near(f, fields)}" for f in entry.values if f not in fields
     ]
-    if entry.heldout.key is not None and entry.heldout.key.partition("[:")[0] not in fields:
-        name = entry.heldout.key.partition("[:")[0]
-        problems.append(f"{where}: heldout.key: no field {name!r} in {entry.kind}{near(name, fields)}")
+    for part_key in (entry.heldout.key or "").split(LINKED) if entry.heldout.key is not None else ():
+        name = part_key.partition("[:")[0]
+        if name not in fields:
+            problems.append(f"{where}: heldout.key: no field {name!r} in {entry.kind}{near(name, fields)}")
     problems += [
         f"{where}: constants: no field {f!r} in {entry.kind}{near(f, fields)}"
         for f in entry.constants
@@ -420,7 +459,9 @@ def read_entry(
             except (ValueError, json.JSONDecodeError) as exc:
                 problems.append(f"{where}: constants: field {field!r}: {exc}")
     given = {**defaults, **entry.columns}
-    missing = [f for f, (_, required) in fields.items() if required and f not in given]
+    derived = entry.kind == "offer" and OFFER_ID not in given  # an id that only names a row: made from its content
+    needed = [f for f, (_, required) in fields.items() if required and not (derived and f == OFFER_ID)]
+    missing = [f for f in needed if f not in given]
     problems += [f"{where}: columns: field {f!r} of {entry.kind} needs a column" for f in missing]
     path = entry.path if entry.path.is_absolute() else base / entry.path
     if not path.exists():
@@ -430,7 +471,7 @@ def read_entry(
     if not files:
         problems.append(f"{where}: path {path}: no {', '.join(SUFFIXES)} files in this folder")
     mapped = {f: c for f, c in entry.columns.items() if f in fields}
-    out: list[Any] = []
+    good: list[tuple[str, dict[str, Any]]] = []  # (where, values) of the rows that convert
     for file in files:
         checked_columns = False
         try:
@@ -464,19 +505,29 @@ def read_entry(
                 except (ValueError, json.JSONDecodeError) as exc:
                     problems.append(f"{line}: field {field!r} (column {column!r}): {exc}")
                     bad = True
-            if not bad and (part is None or in_heldout(ident, group_of(values, key), entry.heldout.share) == held):
-                try:
-                    out.append((values.get(OFFER_ID), build_record(entry.kind, values)))
-                except (TypeError, ValueError) as exc:
-                    problems.append(f"{line}: {exc}")
-    return MappedSource(ident, entry.kind, out, entry.licence, entry.language, files, None, key, entry.heldout.share)
+            if not bad:
+                good.append((line, {**values, OFFER_ID: row_id(values)} if derived else values))
+    grouped = groups([values for _, values in good], key) if part is not None else [None] * len(good)
+    out: list[Any] = []
+    for (line, values), group in zip(good, grouped, strict=True):
+        if part is None or in_heldout(ident, group, entry.heldout.share) == held:
+            try:
+                out.append((values.get(OFFER_ID), build_record(entry.kind, values)))
+            except (TypeError, ValueError) as exc:
+                problems.append(f"{line}: {exc}")
+    notes = (
+        [f"{where}: no column for id: each row's id is made from its content (sessions cannot name it)"]
+        if (derived)
+        else []
+    )
+    return MappedSource(
+        ident, entry.kind, out, entry.licence, entry.language, files, None, key, entry.heldout.share, notes
+    )
 
 
 def raw_entries(files: typing.Iterable[Path]) -> Iterator[dict[str, Any]]:
     """The entries of sources files as written, without reading their tables: for what a spec needs to know up
     front (declared subtasks, licence ids). A file that does not parse yields nothing here; loading it says why."""
-    import yaml
-
     for file in files:
         try:
             entries = yaml.safe_load(Path(file).read_text(encoding="utf-8")) or {}
@@ -486,16 +537,16 @@ def raw_entries(files: typing.Iterable[Path]) -> Iterator[dict[str, Any]]:
 
 
 def load_sources(path: Path, part: Part | None = "train") -> list[MappedSource]:
-    """Every entry of a sources file, read and checked whole (one error lists every problem), keeping the records
-    of one part of the held-out split: "train" for mixtures, "heldout" for your benchmark, None for all."""
-    from shoptune.config import _read_mapping
-
-    raw = _read_mapping(path)
+    """Every entry of a sources file, read and checked whole (one error lists every problem, each with the file, the
+    entry's line and the field), keeping the records of one part of the held-out split: "train" for mixtures,
+    "heldout" for your benchmark, None for all. What a reader decided for the user (an id made from a row's content)
+    is said once."""
     problems: list[str] = []
     sources: list[MappedSource] = []
-    for ident, body in raw.items():
+    for ident, body, line in _entries(path, problems):
+        where = f"{path}:{line}: source {ident!r}"
         if not isinstance(body, dict):
-            problems.append(f"{path}: source {ident!r}: expected a mapping with kind, path, columns, licence")
+            problems.append(f"{where}: expected a mapping with kind, path, columns, licence")
             continue
         try:
             entry = SourceEntry.model_validate(body)
@@ -506,21 +557,75 @@ def load_sources(path: Path, part: Part | None = "train") -> list[MappedSource]:
                     problem = f"unknown key{near(field, SourceEntry.model_fields)}"
                 else:
                     problem = e["msg"]
-                problems.append(f"{path}: source {ident!r}: {field}: {problem}")
+                problems.append(f"{where}: {field}: {problem}")
             continue
         if entry.kind not in KINDS and entry.kind != INSTRUCTIONS:
             problems.append(
-                f"{path}: source {ident!r}: kind {entry.kind!r} is not a record type"
-                + near(entry.kind, [*KINDS, INSTRUCTIONS])
+                f"{where}: kind {entry.kind!r} is not a record type" + near(entry.kind, [*KINDS, INSTRUCTIONS])
             )
             continue
-        sources.append(read_entry(str(ident), entry, path.parent, problems, part))
+        sources.append(read_entry(str(ident), entry, path.parent, problems, part, where))
     if problems:
         shown = problems[:MAX_SHOWN] + (
             [f"... and {len(problems) - MAX_SHOWN} more"] if len(problems) > MAX_SHOWN else []
         )
         raise ShoptuneError(f"{path}: {len(problems)} problem(s):\n  " + "\n  ".join(shown))
+    for said in (said for source in sources for said in source.notes):
+        note(said)
     return sources
+
+
+def _entries(path: Path, problems: list[str]) -> list[tuple[Any, Any, int]]:
+    """(id, body, line) of each entry of a sources file. An id given twice is a problem naming both lines (YAML would
+    keep the last silently, hiding the first's mistakes); a key given twice inside an entry too."""
+    try:
+        root = yaml.compose(read_utf8(path), Loader=_UniqueKeys)
+    except FileNotFoundError:
+        raise ShoptuneError(f"{path}: no such sources file") from None
+    except IsADirectoryError:
+        raise ShoptuneError(f"{path}: is a folder, not a sources file") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ShoptuneError(f"{path}{line}: invalid YAML ({getattr(exc, 'problem', exc)})") from None
+    if root is None:
+        return []
+    if not isinstance(root, yaml.MappingNode):
+        raise ShoptuneError(f"{path}: expected a mapping of source ids to entries")
+    constructor = _UniqueKeys("")
+    first: dict[Any, int] = {}
+    out = []
+    for key_node, value_node in root.value:
+        line = key_node.start_mark.line + 1
+        try:
+            ident, body = (
+                constructor.construct_object(key_node, deep=True),
+                constructor.construct_object(value_node, deep=True),
+            )
+        except yaml.YAMLError as exc:
+            problems.append(f"{path}:{line}: {exc}")
+            continue
+        if ident in first:  # both entries are still checked: every problem at once
+            problems.append(f"{path}:{line}: source {ident!r}: the id is used twice (first at line {first[ident]})")
+        first.setdefault(ident, line)
+        out.append((ident, body, line))
+    return out
+
+
+class _UniqueKeys(yaml.SafeLoader):
+    """YAML that refuses a key given twice in one mapping (YAML itself keeps the last silently)."""
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (lines {seen[key]} and {line})", key_node.start_mark
+                )
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 # --- into a corpus ----------------------------------------------------------------------------------------
@@ -537,7 +642,7 @@ def own_corpus(sources: list[MappedSource]) -> RawCorpus:
             corpus.origins.setdefault(f"{INSTRUCTIONS}:{source.subtask.name}", []).append(source)
             corpus.present.add(source.id)
             for file in source.files:
-                corpus.sources[str(file)] = file_hash(file)
+                corpus.sources[input_name(source, file)] = file_hash(file)
             continue
         field = KINDS[source.kind].field
         if source.kind == "category":
@@ -555,8 +660,14 @@ def own_corpus(sources: list[MappedSource]) -> RawCorpus:
             corpus.origins.setdefault(name, []).append(source)
         corpus.present.add(source.id)
         for file in source.files:
-            corpus.sources[str(file)] = file_hash(file)
+            corpus.sources[input_name(source, file)] = file_hash(file)
     return corpus
+
+
+def input_name(source: MappedSource, file: Path) -> str:
+    """How a manifest names a table file: by its entry and name, the same wherever the sources file is read from
+    (an entry's files are one file or the files of one folder, so their names differ)."""
+    return f"{source.id}:{file.name}"
 
 
 def filled(corpus: RawCorpus) -> set[str]:

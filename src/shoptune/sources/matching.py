@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 from shoptune.errors import located
-from shoptune.schema import read_utf8
+from shoptune.files import read_utf8
 from shoptune.sources.records import Offer, OfferPair
 
 FIELD = re.compile(r"COL (\w+) VAL (.*?)(?= COL \w+ VAL |$)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from shoptune.errors import located
-from shoptune.schema import read_utf8
+from shoptune.files import read_utf8
 from shoptune.sources.records import Category
 
 

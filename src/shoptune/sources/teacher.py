@@ -18,7 +18,7 @@ from typing import Any
 
 from shoptune import endpoint
 from shoptune.errors import ShoptuneError
-from shoptune.schema import atomic_write_text, read_state
+from shoptune.files import atomic_write_text, read_state
 
 
 class TeacherError(Exception):

@@ -17,7 +17,8 @@ import pandas as pd
 from shoptune.evaluate.baselines import constant_answers
 from shoptune.evaluate.constraints import well_formed
 from shoptune.evaluate.scoring import aggregate, score_questions
-from shoptune.schema import Example, read_examples, read_state
+from shoptune.files import read_state
+from shoptune.schema import Example, read_examples
 from shoptune.study.compare import answers_of, paired
 from shoptune.study.spec import PLAIN, StudySpec, scored_name
 

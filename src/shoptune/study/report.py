@@ -17,7 +17,8 @@ import numpy as np
 import pandas as pd
 
 from shoptune.evaluate.scoring import paired_overall_samples, paired_samples
-from shoptune.schema import atomic_write_text, read_examples, read_state
+from shoptune.files import atomic_write_text, read_state
+from shoptune.schema import read_examples
 from shoptune.study import compare
 from shoptune.study.compare import question_scores
 from shoptune.study.headline import headline, headline_lines

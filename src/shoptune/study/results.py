@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 
 from shoptune.evaluate.scoring import Scores
-from shoptune.schema import read_state
+from shoptune.files import read_state
 
 COLUMNS = [
     "cell",

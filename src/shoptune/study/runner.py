@@ -20,22 +20,26 @@ from typing import Any
 from tqdm import tqdm
 
 from shoptune.config import dump_config
-from shoptune.data.build import cached_mixture
+from shoptune.data.build import VALIDATION_JSONL, cached_mixture
 from shoptune.data.spec import MixtureSpec
 from shoptune.errors import ShoptuneError
 from shoptune.evaluate.config import EvalConfig
 from shoptune.evaluate.during_training import validator_for
 from shoptune.evaluate.runner import run_eval, shared_backends
 from shoptune.evaluate.selection import select
-from shoptune.locks import writing
-from shoptune.schema import atomic_write_text, from_row, read_examples, read_state, write_jsonl
+from shoptune.files import atomic_write_text, read_state
+from shoptune.runs import Layout, RunFolder
+from shoptune.schema import read_examples, write_jsonl
 from shoptune.study.spec import PLAIN, Cell, StudySpec, expand, scored_name
-from shoptune.train.combine import COMBINED, combine_adapters
+from shoptune.train.combine import combine_adapters
 from shoptune.train.config import TrainConfig
 from shoptune.train.distributed import cuda_devices
 from shoptune.train.trainer import train
 
 VALIDATION = "validation"
+# A study's folder takes the cells, mixtures and sets it runs, and the tables and report written from them; a rerun
+# with another spec runs the cells it adds (each is named by what decides its result), so no identity is kept.
+STUDY = Layout("study run", frozenset(), identity=None)
 
 
 def eval_sets(study: StudySpec, out: Path) -> dict[str, Path]:
@@ -56,17 +60,10 @@ def eval_sets(study: StudySpec, out: Path) -> dict[str, Path]:
 
 
 def mixture_for(cell: Cell, out: Path) -> Path:
-    """The cell's mixture (built once per distinct spec, shared by cells) and its validation split as JSON Lines."""
+    """The cell's mixture, built once per distinct spec and shared by cells."""
     assert cell.mixture is not None
     digest = hashlib.sha256(json.dumps(cell.mixture, sort_keys=True).encode()).hexdigest()[:16]
-    folder = cached_mixture(MixtureSpec.model_validate(cell.mixture), out / "mixtures" / f"{cell.design}-{digest}")
-    if not (folder / "validation.jsonl").is_file():  # cells racing here write the same bytes, atomically
-        import datasets
-
-        saved = datasets.load_from_disk(str(folder))
-        validation = saved.get("validation", [])  # none when validation_per_subtask is 0
-        write_jsonl(folder / "validation.jsonl", (from_row(row).to_json() for row in validation))
-    return folder
+    return cached_mixture(MixtureSpec.model_validate(cell.mixture), out / "mixtures" / f"{cell.design}-{digest}")
 
 
 def parts_adapters(cell: Cell, out: Path) -> list[str]:
@@ -87,7 +84,7 @@ def validation_split(cell: Cell, study: StudySpec, out: Path) -> Path | None:
         cell = reference if reference is not None else cell
     if cell.mixture is None:
         return None
-    path = mixture_for(cell, out) / "validation.jsonl"
+    path = mixture_for(cell, out) / VALIDATION_JSONL
     return path if path.stat().st_size > 0 else None
 
 
@@ -123,10 +120,7 @@ def run_cell(cell: Cell, study: StudySpec, out: Path, progress: bool) -> dict[st
     elif cell.parts:
         assert cell.method is not None
         adapter = str(folder / "adapter")
-        if not (folder / "adapter" / COMBINED).is_file():
-            combine_adapters(
-                cell.model, parts_adapters(cell, out), folder / "adapter", cell.method, density=study.density
-            )
+        combine_adapters(cell.model, parts_adapters(cell, out), folder / "adapter", cell.method, density=study.density)
         summary = {}
     elif cell.mixture is not None:
         mixture = mixture_for(cell, out)
@@ -143,8 +137,8 @@ def run_cell(cell: Cell, study: StudySpec, out: Path, progress: bool) -> dict[st
             model = str(folder / "train" / "adapter")
         else:
             adapter = str(folder / "train" / "adapter")
-        if study.eval.validation:
-            sets[VALIDATION] = mixture / "validation.jsonl"
+        if study.eval.validation and (mixture / VALIDATION_JSONL).stat().st_size:  # none: validation_per_subtask 0
+            sets[VALIDATION] = mixture / VALIDATION_JSONL
     else:
         summary = {}
     scores = {}
@@ -317,7 +311,7 @@ def run_study(
     study: StudySpec, out: Path, progress: bool = True, executor: str = "local", address: str | None = None
 ) -> dict[str, int]:
     cells = expand(study)
-    with writing(out):
+    with RunFolder.open(out, STUDY):
         atomic_write_text(out / "study.yaml", dump_config(study))
         done = [c for c in cells if (out / "cells" / c.key / "result.json").is_file()]
         todo = [c for c in cells if c not in done]

@@ -49,8 +49,8 @@ class EvalSettings(StrictConfig):
     # Score only the first N questions of every task of each set (the same ones for every cell): a
     # fixed, stratified subset, for a study that must fit a time budget. None: every question.
     per_task: int | None = Field(None, ge=1)
-    batch_size: int | None = None
-    limit: int | None = None
+    batch_size: int | None = Field(None, ge=1)
+    limit: int | None = Field(None, ge=1)
     # Named evaluation settings (EvalConfig's: constrained, mc_debias, alpha, ...) under which every cell is also
     # scored; the scores of set S under variant V are named "S+V". A variant that sets alpha runs only on cells
     # with one adapter.

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any, Protocol
 
-from shoptune.errors import ShoptuneError
+from shoptune.errors import ShoptuneError, note
 from shoptune.schema import TaskType
 
 # The system prompt both official baselines (the KDD Cup starter kit and Shopping MMLU) prepend.
@@ -58,8 +58,47 @@ def render_prompt(
     if use_chat:
         messages = [{"role": "system", "content": system_prompt}] if system_prompt else []
         messages.append({"role": "user", "content": text})
-        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return render_chat(messages, tokenizer)
     return f"{system_prompt}\n\n{text}" if system_prompt else text
+
+
+def render_chat(messages: list[dict[str, str]], tokenizer: ChatTokenizer) -> str:
+    """A conversation through the model's chat template, ready for the reply. Some families' templates take no
+    system message: Gemma's raise, older Mistral ones insist on alternating user and assistant turns, the first
+    Phi-3 one drops it without a word. For those the system text opens the first user turn (what their model cards
+    advise), and the user is told once."""
+    if messages and messages[0]["role"] == "system" and not takes_system(tokenizer):
+        system, rest = messages[0]["content"], messages[1:]
+        if rest and rest[0]["role"] == "user":
+            rest = [{"role": "user", "content": f"{system}\n\n{rest[0]['content']}"}, *rest[1:]]
+        else:
+            rest = [{"role": "user", "content": system}, *rest]
+        note(
+            "this model's chat template takes no system message; the system prompt opens the first user turn "
+            "instead (in training, evaluation and serving alike)"
+        )
+        messages = rest
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+_TAKES_SYSTEM: dict[str, bool] = {}  # by template: whether a system message comes through it
+
+
+def takes_system(tokenizer: ChatTokenizer) -> bool:
+    """Whether the tokenizer's chat template renders a system message: it neither raises on one nor drops it."""
+    template = str(tokenizer.chat_template)
+    if template not in _TAKES_SYSTEM:
+        probe = "\x1fshoptune-system-probe\x1f"
+        try:
+            shown = tokenizer.apply_chat_template(
+                [{"role": "system", "content": probe}, {"role": "user", "content": "hello"}],
+                tokenize=False,
+                add_generation_prompt=True,
+            )
+            _TAKES_SYSTEM[template] = probe in shown
+        except Exception:  # a template's own refusal: jinja2's TemplateError, or whatever its raise_exception raises
+            _TAKES_SYSTEM[template] = False
+    return _TAKES_SYSTEM[template]
 
 
 def option_labels(prompt: str) -> tuple[str, ...]:

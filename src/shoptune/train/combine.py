@@ -5,16 +5,18 @@ folder that loads like any other. The arithmetic (PEFT's `add_weighted_adapter`,
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from shoptune.adapters import METHODS, add_combined, check_method, equal_weights, load_parts
+from shoptune.adapters import add_combined, check_method, equal_weights, load_parts
 from shoptune.errors import ShoptuneError
-from shoptune.hub import load_causal_lm
-from shoptune.locks import writing
-from shoptune.schema import atomic_write_text, folder_in_place
+from shoptune.files import folder_in_place
+from shoptune.hub import load_causal_lm, require_adapter
+from shoptune.runs import Layout, RunFolder, folder_content, resolved, source
 
-COMBINED = "combined.json"  # what a combined adapter was made from, beside its weights
+COMBINED = "combined.json"  # what a combined adapter was made from, written last beside its weights
+COMBINE = Layout("combine", frozenset({COMBINED}), identity=COMBINED, finished=COMBINED, made="a combined adapter made")
 
 
 def combine_adapters(
@@ -25,27 +27,34 @@ def combine_adapters(
     weights: Sequence[float] | None = None,
     density: float = 0.5,
     allow_download: bool = False,
-) -> Path:
-    """One adapter folder (loadable like any other) from several, written under a temporary name and renamed."""
-    import json
-
+) -> bool:
+    """One adapter folder (loadable like any other) from several, written under a temporary name and renamed into a
+    new or empty folder; the same combination rerun finds it finished (returns True) and writes nothing."""
     if len(adapters) < 2:
         raise ShoptuneError("combine needs at least two adapters")
-    check_method(method)
-    with writing(out):
+    spec = check_method(method)
+    if not 0 < density <= 1:  # NaN fails the comparison
+        raise ShoptuneError(f"--density {density}: expected a fraction in (0, 1]")
+    if weights is not None and not all(math.isfinite(w) for w in weights):
+        raise ShoptuneError(f"--weight: {list(weights)}: every weight must be a finite number")
+    for adapter in adapters:
+        require_adapter(adapter)
+    identity = {
+        "method": method,
+        "density": density if spec.density else None,
+        "weights": equal_weights(len(adapters), weights),
+        "parts": [folder_content(a) for a in adapters],
+        "base": source(base),
+    }
+    with RunFolder.open(out, COMBINE, identity) as folder:
+        if folder.was_finished:
+            return True
         model, _tokenizer = load_causal_lm(base, allow_download)
         peft_model = load_parts(model, adapters, base)
         add_combined(peft_model, len(adapters), method, weights, density)
         for i in range(len(adapters)):
             peft_model.delete_adapter(f"part{i}")
-        with folder_in_place(out) as tmp:
+        with folder_in_place(out) as tmp:  # replaces at most an empty folder: checked by RunFolder.open
             peft_model.save_pretrained(str(tmp))  # the active adapter is "default": saved at the folder's root
-            record = {
-                "method": method,
-                "density": density if METHODS[method].density else None,
-                "weights": equal_weights(len(adapters), weights),
-                "adapters": [str(Path(a).resolve()) for a in adapters],
-                "base": base,
-            }
-            atomic_write_text(tmp / COMBINED, json.dumps(record, indent=2) + "\n")
-    return out
+            RunFolder(tmp, COMBINE).write_record({**identity, "adapters": [resolved(a) for a in adapters]})
+    return False

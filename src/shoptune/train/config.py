@@ -17,7 +17,7 @@ class LoraSettings(StrictConfig):
     rank: int = Field(
         16, ge=1, le=4096, description="LoRA rank, the capacity knob", json_schema_extra={"aliases": ["--rank"]}
     )
-    alpha: float | None = Field(None, description="LoRA scale numerator (default: 2 x rank)")
+    alpha: float | None = Field(None, gt=0, description="LoRA scale numerator (default: 2 x rank)")
     dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dropout on the LoRA path")
     target_modules: list[str] | Literal["all-linear"] = Field(
         "all-linear", description="layers that get LoRA weights: all-linear, or a YAML list of module names"
@@ -69,7 +69,7 @@ class TrainConfig(StrictConfig):
     warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0, description="share of the steps spent warming up")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
     epochs: float = Field(1.0, gt=0, description="passes over the training examples")
-    max_steps: int = Field(-1, description="stop after N optimiser steps (-1: epochs decide)")
+    max_steps: int = Field(-1, ge=-1, description="stop after N optimiser steps (-1: epochs decide)")
     batch_size: int = Field(8, ge=1, description="examples per device and step")
     gradient_accumulation: int = Field(1, ge=1, description="batches per optimiser step")
     gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass (less memory)")
@@ -81,6 +81,12 @@ class TrainConfig(StrictConfig):
         "auto",
         description="several GPUs and no launcher: auto relaunches `shoptune train` on all of them (DDP), off keeps "
         "to one",
+    )
+    ddp_timeout: int = Field(
+        1800,
+        ge=10,
+        description="seconds a process waits for the others at a collective before the run fails (the main one "
+        "hashes the weights for the run record first: hours for a 70B folder on a slow disk)",
     )
     bf16: Literal["auto", "on", "off"] = Field("auto", description="bfloat16 (auto: on a GPU that has it)")
     seed: int = Field(0, description="seeds the adapter's initial weights and the data order")
@@ -110,6 +116,13 @@ class TrainConfig(StrictConfig):
         if (self.mixture is None) == (self.data is None):
             raise ValueError("give exactly one of mixture (a `shoptune data build` folder) or data (JSON Lines)")
         return self
+
+    @field_validator("max_steps")
+    @classmethod
+    def _some_steps(cls, value: int) -> int:
+        if value == 0:
+            raise ValueError("0 steps would train nothing; give a positive number, or -1 to let epochs decide")
+        return value
 
     @model_validator(mode="after")
     def _keep_measured(self) -> TrainConfig:

@@ -13,11 +13,19 @@ when `distributed: off`; in-process training (the study's cells) always keeps to
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import signal
 import socket
+import subprocess
 import sys
+import tempfile
+import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from shoptune.errors import ShoptuneError, require_extra
@@ -73,7 +81,8 @@ def cuda_devices() -> int:
 
 
 def relaunch_command(processes: int, argv: Sequence[str], port: int) -> list[str]:
-    """This very command (argv without the program), once per GPU under accelerate launch."""
+    """This very command (argv without the program), once per GPU under accelerate launch. (On a machine without
+    GPUs it runs the processes on CPUs over gloo: how the relaunch is tested.)"""
     return [
         sys.executable,
         "-m",
@@ -96,21 +105,105 @@ def relaunch_command(processes: int, argv: Sequence[str], port: int) -> list[str
     ]
 
 
+STATUS_DIR = "SHOPTUNE_STATUS_DIR"  # where each process of a launch leaves its exit status (rank-N.status)
+STOP_GRACE = 20.0  # seconds the launcher has to stop its processes after a signal, before they are killed
+
+
+def record_status(code: int) -> None:
+    """Called by the CLI as a process of a launch ends: its exit status, for the process that launched it (the
+    launcher's own status is 1 for any failure, and a user error is 2)."""
+    folder = os.environ.get(STATUS_DIR)
+    if folder and Path(folder).is_dir():
+        (Path(folder) / f"rank-{os.environ.get('RANK', '0')}.status").write_text(str(code))
+
+
+def relaunch(argv: Sequence[str], processes: int) -> int:
+    """Run this command under accelerate launch on `processes` devices and end as its processes end: with their
+    exit status (2 where they refused the user's input, not the launcher's 1), the launcher's failure report left out
+    (each process has said why in one line). Ctrl-C and SIGTERM are passed on to the launcher, and whatever still
+    runs STOP_GRACE seconds later is killed, so no process is left holding a GPU."""
+    with tempfile.TemporaryDirectory(prefix="shoptune-launch-") as status:
+        launcher = subprocess.Popen(
+            relaunch_command(processes, argv, free_port()),
+            env={**os.environ, STATUS_DIR: status},
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+            start_new_session=True,  # its own process group: a signal reaches it only through here
+        )
+        copier = threading.Thread(target=_copy_without_launcher_report, args=(launcher.stderr,), daemon=True)
+        copier.start()
+        stopping: list[float] = []
+
+        def pass_on(signum: int, frame: Any) -> None:
+            stopping.append(time.monotonic())
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(launcher.pid, signum)
+
+        previous = {sig: signal.signal(sig, pass_on) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while launcher.poll() is None:
+                if stopping and time.monotonic() - stopping[0] > STOP_GRACE:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(launcher.pid, signal.SIGKILL)
+                time.sleep(0.1)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+        copier.join(timeout=10)
+        codes = [int(f.read_text() or 1) for f in Path(status).glob("rank-*.status")]
+    if launcher.returncode == 0:
+        return 0
+    if stopping:
+        return 130
+    for code in (2, 130):  # the processes' own reason, where one gave it
+        if code in codes:
+            return code
+    return launcher.returncode if launcher.returncode > 0 else 1
+
+
+ELASTIC_LOG = re.compile(r"^[EWI]\d{4} .*torch/distributed/elastic/")  # torch's launcher, in glog's format
+
+
+def _copy_without_launcher_report(stream: Any) -> None:
+    """The launched processes' stderr, as it comes, but for the launcher's account of a failure (torch's elastic log
+    line and its report framed in '=' lines): each process has already said why in its own words."""
+    report = blank = False
+    for line in stream:
+        if report:
+            report = not line.startswith("=" * 20)  # the report runs to its closing frame
+            continue
+        if line.startswith("=" * 20):
+            report = True
+            continue
+        if ELASTIC_LOG.match(line) or (blank and not line.strip()):
+            blank = True  # the empty line the log line is followed by
+            continue
+        blank = False
+        sys.stderr.write(line)
+        sys.stderr.flush()
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
 
 
-def agree(decide: Callable[[], T]) -> T:
-    """`decide()` on the main process only; every process returns its result or raises its error."""
+def agree(decide: Callable[[], T], timeout: float | None = None) -> T:
+    """`decide()` on the main process only; every process returns its result or raises its error. The first call
+    sets up the process group, with `timeout` seconds for every collective (transformers' own setting comes later,
+    when the group exists already, and would be dropped)."""
     if world_size() == 1:
         return decide()
+    import datetime
+
     import torch
     from accelerate import PartialState
     from accelerate.utils import broadcast_object_list
 
-    state = PartialState(cpu=not torch.cuda.is_available())
+    wait = {"timeout": datetime.timedelta(seconds=timeout)} if timeout is not None else {}
+    state = PartialState(cpu=not torch.cuda.is_available(), **wait)
     outcome: list[Any] = [None]
     failure: BaseException | None = None
     if state.is_main_process:
@@ -179,4 +272,19 @@ def how_it_ran(accelerator: Any) -> dict[str, Any]:
         name = "NONE"
     else:  # MULTI_GPU, MULTI_CPU, ...: DistributedDataParallel
         name = "DDP"
-    return {"type": name, "world_size": accelerator.num_processes}
+    return {"type": name, "world_size": accelerator.num_processes, **group_timeout()}
+
+
+def group_timeout() -> dict[str, float]:
+    """The timeout the process group's collectives run under (a distributed run only), for the run's records."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return {}
+    try:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        backend = dist.distributed_c10d._get_default_group()._get_backend(device)
+        return {"timeout_seconds": backend.options._timeout.total_seconds()}
+    except (AttributeError, RuntimeError):  # a backend that does not say
+        return {}

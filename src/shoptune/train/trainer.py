@@ -25,22 +25,31 @@ from typing import Any
 from shoptune.adapters import interpolate
 from shoptune.config import dump_config
 from shoptune.errors import ShoptuneError, require_extra
-from shoptune.hub import load_causal_lm, require_adapter, sha256_of, with_adapter
-from shoptune.locks import refuse_foreign, writing
+from shoptune.files import atomic_write_text, folder_in_place, read_state
+from shoptune.hub import load_causal_lm, portable_name, require_adapter, with_adapter
 from shoptune.provenance import provenance
-from shoptune.schema import Example, atomic_write_text, folder_in_place, read_examples, read_state
+from shoptune.runs import Layout, RunFolder, content, folder_content, settings, source
+from shoptune.schema import Example, read_examples
 from shoptune.tasks.render import answer_text, render_prompt
 from shoptune.train.config import TrainConfig
 from shoptune.train.distributed import agree, check_launch, fsdp_on_cpu, how_it_ran, leave, world_size
 
-# The model being trained, its tokenizer, the step and the run folder (None on all but the main process) -> metrics.
+# The model being trained, its tokenizer, the step and the folder for the step's answers (None on all but the main
+# process) -> metrics.
 Validator = Callable[[Any, Any, int, Path | None], dict[str, float]]
 
 ADAPTER = "adapter"
 RUN_RECORD = "run.json"  # what decided the run's weights, compared by a rerun before it resumes
 SUMMARY = "train_summary.json"  # written last: a finished run
 LOSS_RECORD = "shoptune_loss.json"  # in each checkpoint: the summed step losses up to it
-TRAIN_OWNED = frozenset({RUN_RECORD, SUMMARY, ADAPTER, "config.yaml", "checkpoints", "logs", "mixture"})
+VALIDATION_ANSWERS = "shopbench_validation"  # the validator's questions, and its answers and scores per step
+TRAIN = Layout(
+    "train",
+    frozenset({RUN_RECORD, SUMMARY, ADAPTER, "config.yaml", "checkpoints", "logs", "mixture", VALIDATION_ANSWERS}),
+    identity=RUN_RECORD,
+    finished=SUMMARY,
+    made="a run trained",
+)
 
 
 def mixture_folder(config: TrainConfig, out: Path) -> Path:
@@ -103,9 +112,15 @@ def encode(example: Example, tokenizer: Any, config: TrainConfig) -> dict[str, l
 
 
 def count_parameters(model: Any) -> dict[str, int]:
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    total = sum(p.numel() for p in model.parameters())
+    """Parameters by their whole size: under DeepSpeed ZeRO-3 each process holds an empty placeholder of a
+    partitioned parameter, whose `ds_numel` is its size."""
+    trainable = sum(_numel(p) for p in model.parameters() if p.requires_grad)
+    total = sum(_numel(p) for p in model.parameters())
     return {"trainable": trainable, "total": total}
+
+
+def _numel(parameter: Any) -> int:
+    return int(getattr(parameter, "ds_numel", None) or parameter.numel())
 
 
 def load_model(config: TrainConfig, device: Any = None) -> tuple[Any, Any]:
@@ -113,6 +128,7 @@ def load_model(config: TrainConfig, device: Any = None) -> tuple[Any, Any]:
     model is placed on `device` (this process's GPU), as accelerate requires of each process's quantised copy."""
     import torch
     from transformers import set_seed
+    from transformers.integrations import is_deepspeed_zero3_enabled
 
     set_seed(config.seed)
     kwargs: dict[str, Any] = {}
@@ -122,16 +138,8 @@ def load_model(config: TrainConfig, device: Any = None) -> tuple[Any, Any]:
         if not torch.cuda.is_available():
             raise ShoptuneError("method qlora needs a CUDA GPU and bitsandbytes; use method: lora on CPU")
         require_extra("bitsandbytes", "gpu", "method qlora")
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=torch.bfloat16,
-            bnb_4bit_quant_storage=torch.bfloat16,  # lets FSDP shard the 4-bit weights like the others
-        )
-        kwargs["device_map"] = {"": device if device is not None else torch.cuda.current_device()}
+        device = device if device is not None else torch.cuda.current_device()
+        kwargs.update(quantised(device, zero3=is_deepspeed_zero3_enabled()))
     model, tokenizer = load_causal_lm(config.model, config.allow_download, **kwargs)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -154,9 +162,32 @@ def load_model(config: TrainConfig, device: Any = None) -> tuple[Any, Any]:
         task_type="CAUSAL_LM",
     )
     try:
-        return get_peft_model(model, lora), tokenizer
+        tuned = get_peft_model(model, lora)
     except ValueError as exc:  # e.g. target_modules that name no layer of this model
         raise ShoptuneError(f"LoRA on {config.model!r}: {str(exc).strip().splitlines()[0]}") from None
+    # The saved adapter names its base as the user did, so that merge, serve and eval find it without --model.
+    tuned.peft_config["default"].base_model_name_or_path = portable_name(config.model)
+    return tuned, tokenizer
+
+
+def quantised(device: Any, *, zero3: bool) -> dict[str, Any]:
+    """`from_pretrained` arguments for a 4-bit (QLoRA) model. Each process's copy goes on its own GPU (`device_map`),
+    except under DeepSpeed ZeRO-3, which places the weights itself and refuses a device_map."""
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    kwargs: dict[str, Any] = {
+        "quantization_config": BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=torch.bfloat16,
+            bnb_4bit_quant_storage=torch.bfloat16,  # lets FSDP and ZeRO-3 shard the 4-bit weights like the others
+        )
+    }
+    if not zero3:
+        kwargs["device_map"] = {"": device}
+    return kwargs
 
 
 # The fused attention kernels torch dispatches scaled_dot_product_attention to, on every device.
@@ -242,7 +273,8 @@ def make_trainer(*args: Any, **kwargs: Any) -> Any:
             returned together, so the checkpoint can be chosen by either."""
             metrics = super().evaluate(*args, **kwargs)
             if self.validator is not None:
-                folder = Path(self.args.output_dir).parent if self.is_world_process_zero() else None
+                run = Path(self.args.output_dir).parent
+                folder = run / VALIDATION_ANSWERS if self.is_world_process_zero() else None
                 model = self.accelerator.unwrap_model(self.model)
                 scored = self.validator(model, self.processing_class, self.state.global_step, folder)
                 extra = {f"eval_shopbench_{name}": value for name, value in scored.items()}
@@ -288,24 +320,25 @@ def train(
     Under a launcher, the main process holds the folder and decides for all (see `train.distributed`).
     `validator` makes, from the sampled validation questions, what scores generated answers at each evaluation;
     it is needed when config.shopbench_eval_examples is set (callers above training pass
-    `evaluate.during_training.validator_for(config)`)."""
+    `evaluate.during_training.validator_for(config)`). A finished run's summary comes back with `finished_earlier`
+    set, and nothing is trained."""
     if config.shopbench_eval_examples and validator is None:
         raise ShoptuneError("shopbench_eval_examples: this caller gives no way to score answers during training")
-    if out.exists() and not out.is_dir():
-        raise ShoptuneError(f"--out {out}: exists and is not a directory")
     check_launch()
     record = fingerprint(config)  # of the config as given: a mixture spec, not the folder it is built into
     with contextlib.ExitStack() as held:
 
         def decide() -> dict[str, Any] | None:
-            held.enter_context(writing(out))  # until training ends
-            refuse_foreign(out, TRAIN_OWNED, "train")
-            refuse_other_runs(record, out)
-            if resume and (out / SUMMARY).is_file() and (out / ADAPTER).is_dir():
-                return read_state(out / SUMMARY)  # this very run has finished: nothing to redo
+            for name in ("mixture", "data", "eval_data"):  # every process fails together, not each on its own
+                path = getattr(config, name)
+                if path is not None and not path.exists():
+                    raise ShoptuneError(f"{name} {path}: no such file or folder")
+            folder = held.enter_context(RunFolder.open(out, TRAIN, record))  # held until training ends
+            if resume and folder.was_finished:
+                return {**read_state(out / SUMMARY), "finished_earlier": True}  # nothing to redo
             return None
 
-        finished = agree(decide)
+        finished = agree(decide, timeout=config.ddp_timeout)  # the first collective: it sets the group's timeout
         if finished is not None:
             leave()
             return finished
@@ -314,38 +347,28 @@ def train(
 
 # Settings that change how a run is watched or kept, not what it learns: a resumed run may change them.
 UNLEARNED = frozenset(
-    {"report_to", "logging_steps", "eval_steps", "save_steps", "save_total_limit", "allow_download", "distributed"}
+    {
+        "report_to",
+        "logging_steps",
+        "eval_steps",
+        "save_steps",
+        "save_total_limit",
+        "allow_download",
+        "distributed",
+        "ddp_timeout",
+    }
 )
 
 
 def fingerprint(config: TrainConfig) -> dict[str, Any]:
-    """What decides a run's weights: its settings and the content of its data."""
+    """What decides a run's weights: its settings (paths resolved: `runs.settings`) and the content of its data. A
+    folder trained with other ones is not resumed: its checkpoint would mix two runs."""
     inputs = {}
     for name in ("mixture", "data", "eval_data"):
         path = getattr(config, name)
-        if path is None:
-            continue
-        record = path / "manifest.json" if path.is_dir() else path  # a mixture folder is named by its manifest
-        inputs[name] = sha256_of(record) if record.is_file() else None
-    return {"settings": config.model_dump(mode="json", exclude=set(UNLEARNED)), "inputs": inputs}
-
-
-def refuse_other_runs(current: dict[str, Any], out: Path) -> None:
-    """A folder trained with other settings or data is not resumed: its checkpoint would mix two runs."""
-    if not (out / RUN_RECORD).is_file():
-        return
-    previous = read_state(out / RUN_RECORD)
-    changed = [
-        key
-        for part in ("settings", "inputs")
-        for key in sorted({*current[part], *previous.get(part, {})})
-        if current[part].get(key) != previous.get(part, {}).get(key)
-    ]
-    if changed:
-        raise ShoptuneError(
-            f"{out} holds a run trained with other settings or data ({', '.join(changed)}); "
-            "choose another --out or delete that folder"
-        )
+        if path is not None:  # a mixture folder is named by its manifest
+            inputs[name] = content(path / "manifest.json" if path.is_dir() else path)
+    return {"settings": settings(config, exclude=UNLEARNED, sources=("model",)), "inputs": inputs}
 
 
 def _train(
@@ -499,6 +522,7 @@ def training_arguments(config: TrainConfig, out: Path, *, evaluate: bool, first:
         use_cpu=not _cuda(),  # also what makes torchrun / accelerate launch on CPUs run DDP over gloo
         ddp_backend="gloo" if not _cuda() and world_size() > 1 else None,
         ddp_find_unused_parameters=False,  # every trained weight takes part in every step
+        ddp_timeout=config.ddp_timeout,
         dataloader_num_workers=0,
         include_num_input_tokens_seen="all",
         prediction_loss_only=True,
@@ -514,12 +538,22 @@ def save_complete(trainer: Any, folder: Path, *, full: bool, trained: list[str])
     Every process must enter the gathering (ZeRO-3 consolidation, FSDP's state dict). Trainer.save_model writes
     nothing under FSDP with sharded state dicts (what checkpoints use): there the full state dict is taken here."""
     if trainer.is_fsdp_enabled:
-        state = trainer.accelerator.get_state_dict(trainer.model)
+        state = gathered_state(trainer.model, trained_only=not full)
         if trainer.is_world_process_zero():
             trainer.accelerator.unwrap_model(trainer.model).save_pretrained(str(folder), state_dict=state)
     else:
         trainer.save_model(str(folder))
     agree(lambda: check_saved(folder, full=full, trained=trained))  # an incomplete save fails every process
+
+
+def gathered_state(model: Any, *, trained_only: bool) -> dict[str, Any]:
+    """The sharded model's state dict, whole, on the main process's CPU. For an adapter only the trained tensors are
+    gathered (torch's `ignore_frozen_params`): gathering the frozen base too would put a 70B model in one process's
+    memory to keep a few megabytes of LoRA weights."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=trained_only)
+    return get_model_state_dict(model, options=options)
 
 
 def check_saved(folder: Path, *, full: bool, trained: list[str]) -> None:
@@ -588,22 +622,30 @@ def last_checkpoint(out: Path) -> str | None:
     return str(max(complete)[1]) if complete else None
 
 
-def merge(base: str, adapter: Path, out: Path, allow_download: bool = False, alpha: float = 1.0) -> Path:
+MERGED = "merged.json"  # what a merged model was made of, written last into it
+MERGE = Layout("merge", frozenset({MERGED}), identity=MERGED, finished=MERGED, made="a merged model made")
+
+
+def merge(base: str, adapter: Path, out: Path, allow_download: bool = False, alpha: float = 1.0) -> bool:
     """Fold a LoRA adapter into its base model, so it serves and quantises like any plain model. With `alpha`,
     the weights are interpolated between the base (0) and the tuned model (1), as in wise-ft: W = W_base +
     alpha (W_tuned - W_base), exact for LoRA, whose tuned weights differ from the base by its scaled product.
     The model is written under a temporary name and renamed, into a folder that must not exist yet (or be
-    empty)."""
+    empty); the same merge rerun finds it finished (returns True) and writes nothing."""
+    if not 0.0 <= alpha <= 1.0:  # NaN fails both comparisons
+        raise ShoptuneError(f"--alpha {alpha}: expected a number from 0 (the base model) to 1 (the tuned one)")
     require_adapter(adapter)
-    with writing(out):
-        if out.exists() and not (out.is_dir() and not any(out.iterdir())):
-            raise ShoptuneError(f"--out {out}: already exists; choose a new folder (a merge never writes into one)")
+    identity = {"base": source(base), "adapter": folder_content(adapter), "alpha": alpha}
+    with RunFolder.open(out, MERGE, identity) as folder:
+        if folder.was_finished:
+            return True
         model, tokenizer = load_causal_lm(base, allow_download)
         tuned = with_adapter(model, adapter, base)
         if alpha != 1.0:
             interpolate(tuned, alpha)
         merged = tuned.merge_and_unload()
-        with folder_in_place(out) as tmp:  # replaces at most an empty folder: checked above
+        with folder_in_place(out) as tmp:  # replaces at most an empty folder: checked by RunFolder.open
             merged.save_pretrained(str(tmp))
             tokenizer.save_pretrained(str(tmp))
-    return out
+            RunFolder(tmp, MERGE).write_record(identity)
+    return False
