@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from shoptune.evaluate.backends import HFBackend
-from shoptune.evaluate.constraints import allowed_tokens
+from shoptune.evaluate.constraints import rule_for
 from shoptune.schema import TaskType, read_examples, write_jsonl
 from shoptune.tasks.render import SHOPBENCH_SYSTEM_PROMPT, answer_text, render_prompt
 from shoptune.train.config import TrainConfig
@@ -125,8 +125,8 @@ def test_multiple_choice_generation_and_a_served_request(family):
     try:
         messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Describe a kettle."}]
         body = ChatRequest(model="shop", messages=messages, max_tokens=4)
-        ((reply, prompt_tokens, new_tokens),) = server.job(body, [server.chat_text(body.messages)]).future.result(60)
-        assert isinstance(reply, str) and prompt_tokens > 0 and 1 <= new_tokens <= 4
+        (answer,) = server.job(body, [server.chat_text(body.messages)]).future.result(60)
+        assert isinstance(answer.text, str) and answer.prompt_tokens > 0 and answer.completion_tokens <= 4
     finally:
         server.scheduler.close()
 
@@ -138,13 +138,12 @@ def test_a_constrained_answer_can_be_a_two_word_entity(family):
     tokenizer = tokenizer_of(model)
     for entity in ("blue kettle", "kettle Acme"):
         target = tokenizer(entity, add_special_tokens=False)["input_ids"]
-        width = 3  # a stand-in prompt of three tokens: the rule reads only what follows it
-        allowed = allowed_tokens(tokenizer, [TaskType.NER], [QUESTION], width)
-        written = [0] * width
+        allowed = rule_for(tokenizer, TaskType.NER, QUESTION)
+        written: list[int] = []
         for token in target:
-            assert token in allowed(0, torch.tensor(written)), (entity, tokenizer.convert_ids_to_tokens(target))
+            assert token in allowed(written), (entity, tokenizer.convert_ids_to_tokens(target))
             written.append(token)
-        assert tokenizer.eos_token_id in allowed(0, torch.tensor(written)), entity
+        assert tokenizer.eos_token_id in allowed(written), entity
         backend = HFBackend(str(model))
         answer = backend.generate([QUESTION], 12, TaskType.NER)[0]
         assert all(part.strip() in QUESTION for part in answer.split(",")), answer

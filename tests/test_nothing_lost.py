@@ -507,11 +507,18 @@ def test_serving_and_evaluation_end_a_constrained_answer_the_budget_cut_alike(ti
             messages = [{"role": "system", "content": SHOPBENCH_SYSTEM_PROMPT}, {"role": "user", "content": question}]
             body = ChatRequest(model="shop", messages=messages, max_tokens=budget, task_type="named_entity_recognition")
             text = server.chat_text(body.messages)
-            served = server.job(body, [text], questions=[question]).future.result(timeout=120)[0][0]
+            served = server.job(body, [text], questions=[question]).future.result(timeout=120)[0].text
             assert served == answer, budget
-            rules = [(TaskType.NER, question)]
-            (_, new), *_ = evaluating._new_tokens([evaluating.render(question)], budget, 0.0, constrain=rules)
-            cut += evaluating.tokenizer.decode(new, skip_special_tokens=True) != answer  # the word was run to its end
+            from shoptune.evaluate.constraints import rule_for
+            from shoptune.evaluate.engine import Request
+
+            ids = evaluating.tokenize([evaluating.render(question)])[0]
+            (raw,) = evaluating.engine.run(
+                [Request(ids, budget, rule=rule_for(evaluating.tokenizer, TaskType.NER, question))]
+            )
+            cut += (
+                evaluating.tokenizer.decode(raw.new, skip_special_tokens=True) != answer
+            )  # the word was run to its end
     finally:
         server.scheduler.close()
     assert cut, "no budget cut a word: the rule was not exercised"

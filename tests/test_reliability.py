@@ -57,8 +57,10 @@ def test_a_large_budget_never_cuts_a_prompt_that_fits(short_context_model):
     assert 5 < len(full) < 40
     enc = backend.encode([prompt], rendered=True)
     assert enc["input_ids"][0].tolist() == full
-    _, prompt_tokens, new_tokens = backend.continue_texts([prompt], max_new_tokens=5000)
-    assert prompt_tokens == [len(full)] and new_tokens[0] <= 64 - len(full)
+    from shoptune.evaluate.engine import Request
+
+    (answered,) = backend.engine.run([Request(backend.tokenize([prompt])[0], budget=5000)])
+    assert answered.ids == full and answered.budget == 64 - len(full) and len(answered.new) <= 64 - len(full)
     assert backend.truncated_prompts == 0
 
 

@@ -11,9 +11,10 @@ incomplete, so connections that never finish sending a request are closed instea
 does not arrive in time gets 408. vLLM's own OpenAI server is the better choice on a GPU when vLLM is
 installed; this one serves any transformers model with a PEFT adapter, on a CPU too.
 
-One thread owns the model. A request is cut into batches of at most `batch` prompts, and requests take
-turns batch by batch, so a large request delays a small one by one batch at most; requests beyond
-`max_queue` are refused with 503 rather than held. Bodies, prompts per request, prompt length and
+One thread owns the model and answers every request's prompts in one continuous batch (`evaluate.engine`, the
+loop evaluation uses): up to `batch` answers decode together, an ended answer's place goes to a waiting prompt,
+and requests take turns to join, so a large request delays a small one by the answers already running at most;
+requests beyond `max_queue` are refused with 503 rather than held. Bodies, prompts per request, prompt length and
 max_tokens are bounded. An API key (the SHOPTUNE_API_KEY variable) is checked when set, and required
 to listen beyond loopback.
 """
@@ -26,15 +27,16 @@ import contextlib
 import ipaddress
 import json
 import logging
+import queue
 import secrets
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -45,7 +47,8 @@ from starlette.exceptions import HTTPException
 from shoptune.config import StrictConfig
 from shoptune.errors import ShoptuneError
 from shoptune.evaluate.backends import HFBackend
-from shoptune.evaluate.constraints import CONSTRAINED, constrainable, task_type_of
+from shoptune.evaluate.constraints import CONSTRAINED, constrainable, rule_for, task_type_of
+from shoptune.evaluate.engine import Request as Row
 from shoptune.schema import TaskType
 from shoptune.tasks.render import render_chat
 
@@ -59,7 +62,7 @@ class ServeLimits(StrictConfig):
     max_body_bytes: int = Field(1 << 20, ge=1024, description="the largest request body")
     max_prompts: int = Field(64, ge=1, description="prompts per /v1/completions request")
     max_tokens: int = Field(1024, ge=1, description="the most tokens one request may ask for")
-    batch: int = Field(8, ge=1, description="prompts the model answers per turn")
+    batch: int = Field(16, ge=1, description="answers decoded together (the continuous batch's width)")
     max_queue: int = Field(64, ge=1, description="requests waiting or running; more get 503")
     read_timeout: float = Field(10.0, gt=0, description="seconds a client may take to send its request")
 
@@ -112,27 +115,37 @@ class CompletionRequest(Common):
     prompt: str | list[str]
 
 
+class Answer(NamedTuple):
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish: str  # OpenAI's finish_reason: "stop" or "length"
+
+
 @dataclass
 class Job:
-    """Prompts of one request; the worker answers `batch` of them per turn."""
+    """The prompts of one request, answered in the scheduler's continuous batch."""
 
     texts: list[str]
     max_tokens: int
     temperature: float
     constrain: list[tuple[TaskType | None, str] | None] = field(default_factory=list)  # per text: type, question
     future: Future = field(default_factory=Future)
-    streamer: Any = None
+    stream: queue.Queue | None = None  # a streamed reply's text, piece by piece, then None
     cancelled: threading.Event = field(default_factory=threading.Event)
-    done: int = 0
-    answers: list[tuple[str, int, int]] = field(default_factory=list)
+    answers: list[Answer | None] = field(default_factory=list)
 
 
 class Scheduler:
-    """The one thread that runs the model, serving the queued requests in turn, a batch each."""
+    """The one thread that runs the model. Every request's prompts join one continuous batch (`evaluate.engine`):
+    a prompt takes the place an ended answer frees, and requests take turns to join, so a large request delays a
+    small one by at most the answers already running, never by its own queue of prompts."""
 
     def __init__(self, backend: HFBackend, limits: ServeLimits) -> None:
         self.backend, self.limits = backend, limits
-        self._jobs: collections.deque[Job] = collections.deque()
+        backend.width = limits.batch
+        self._incoming: collections.deque[tuple[Job, list[Row]]] = collections.deque()
+        self._of: dict[int, tuple[Job, int]] = {}  # each prompt's job, and its place there
         self._open = 0  # submitted and not yet answered: waiting or being worked on
         self._ready = threading.Condition()
         self._closed = False
@@ -140,11 +153,27 @@ class Scheduler:
         self._thread.start()
 
     def submit(self, job: Job) -> Job:
+        rows = self.backend.tokenize(job.texts)
+        job.answers = [None] * len(job.texts)
+        requests = []
+        for k, (ids, rule) in enumerate(zip(rows, job.constrain or [None] * len(rows), strict=True)):
+            kind, question = rule if rule is not None else (None, "")
+            request = Row(
+                ids,
+                job.max_tokens,
+                temperature=job.temperature,
+                rule=rule_for(self.backend.tokenizer, kind, question) if kind is not None else None,
+                group=id(job),  # a job's prompts take turns with other jobs' to join
+                on_tokens=self._streamer(job, kind, question) if job.stream is not None else None,
+                cancelled=job.cancelled.is_set,
+            )
+            requests.append(request)
+            self._of[id(request)] = (job, k)
         with self._ready:
             if self._open >= self.limits.max_queue:
                 raise ApiError(503, "the server is busy; retry later", kind="server_busy")
             self._open += 1
-            self._jobs.append(job)
+            self._incoming.append((job, requests))
             self._ready.notify()
         return job
 
@@ -154,54 +183,77 @@ class Scheduler:
             self._ready.notify()
 
     def _work(self) -> None:
+        engine = self.backend.engine
         while True:
             with self._ready:
-                while not self._jobs and not self._closed:
+                while not self._incoming and not engine.busy() and not self._closed:
                     self._ready.wait()
                 if self._closed:
                     return
-                job = self._jobs.popleft()
+                arrived = list(self._incoming)
+                self._incoming.clear()
             try:
-                self._turn(job)
-            except Exception as exc:  # the job fails, the server goes on
+                for _, requests in arrived:
+                    for request in requests:
+                        engine.submit(request)
+                        if request.done:  # no room to answer at all
+                            self._answered(request)
+                for request in engine.step():
+                    self._answered(request)
+            except Exception as exc:  # the answers under way fail, the server goes on
                 log.exception("generation failed")
-                if job.streamer is not None:
-                    job.streamer.end()
-                self._settle(job, exc)
-                continue
-            if job.done < len(job.texts) and not job.cancelled.is_set():
-                with self._ready:
-                    self._jobs.append(job)  # back of the line: the others take their turn first
+                under_way = [*engine.running, *engine.waiting]
+                failed = {id(job): job for job, _ in (self._of.pop(id(r)) for r in under_way if id(r) in self._of)}
+                failed.update({id(job): job for job, _ in arrived})
+                engine.running.clear()
+                engine.lengths.clear()
+                engine.waiting.clear()
+                for job in failed.values():
+                    self._settle(job, exc)
+
+    def _answered(self, request: Row) -> None:
+        job, index = self._of.pop(id(request))
+        kind, question = (job.constrain[index] if job.constrain else None) or (None, "")
+        text = self.backend.finish_text(request, kind, question)
+        special = set(self.backend.tokenizer.all_special_ids)
+        made = sum(1 for t in request.new if t not in special)
+        job.answers[index] = Answer(text, len(request.ids), made, "length" if request.finish == "length" else "stop")
+        if all(a is not None for a in job.answers) or request.finish == "cancelled":
+            self._settle(job)
+
+    def _streamer(self, job: Job, kind: TaskType | None, question: str) -> Callable[[Row], None]:
+        """What a streamed request does after each step: the text its new tokens add (held back while a character
+        is incomplete), then, once it has ended, the rest (a constrained word the budget cut, run to its end)."""
+        sent = ""
+
+        def on_tokens(request: Row) -> None:
+            nonlocal sent
+            assert job.stream is not None
+            if request.done:
+                text = self.backend.finish_text(request, kind, question)
             else:
-                self._settle(job)
+                text = self.backend.tokenizer.decode(request.new, skip_special_tokens=True)
+                if text.endswith("\ufffd"):
+                    return
+            if text.startswith(sent) and len(text) > len(sent):
+                job.stream.put(text[len(sent) :])
+                sent = text
+            if request.done:
+                job.stream.put(None)
+
+        return on_tokens
 
     def _settle(self, job: Job, error: Exception | None = None) -> None:
+        if job.future.done():
+            return
         with self._ready:
             self._open -= 1
+        if job.stream is not None and error is not None:
+            job.stream.put(None)
         if error is not None:
             job.future.set_exception(error)
         else:
             job.future.set_result(job.answers)
-
-    def _turn(self, job: Job) -> None:
-        from transformers import StoppingCriteria, StoppingCriteriaList
-
-        class Cancelled(StoppingCriteria):
-            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
-                return job.cancelled.is_set()
-
-        chunk = job.texts[job.done : job.done + self.limits.batch]
-        extra: dict[str, Any] = {"stopping_criteria": StoppingCriteriaList([Cancelled()])}
-        rules = job.constrain[job.done : job.done + self.limits.batch]
-        if any(rules):
-            extra["constrain"] = rules
-        if job.streamer is not None:
-            extra["streamer"] = job.streamer
-        replies, prompt_tokens, new_tokens = self.backend.continue_texts(
-            chunk, job.max_tokens, job.temperature, **extra
-        )
-        job.answers.extend(zip(replies, prompt_tokens, new_tokens, strict=True))
-        job.done += len(chunk)
 
 
 class ModelServer:
@@ -240,7 +292,9 @@ class ModelServer:
                 )
         return budget
 
-    def job(self, body: Common, texts: list[str], streamer: Any = None, questions: list[str] | None = None) -> Job:
+    def job(
+        self, body: Common, texts: list[str], stream: queue.Queue | None = None, questions: list[str] | None = None
+    ) -> Job:
         """`questions`: what each text asks, as written (a chat's last user message), for constrained answers."""
         budget = self.check(body, texts)
         constrain: list[tuple[TaskType | None, str] | None] = []
@@ -255,11 +309,11 @@ class ModelServer:
                         "task_type",
                     )
                 constrain.append((kind, question) if kind in CONSTRAINED else None)
-        return self.scheduler.submit(Job(texts, budget, body.temperature, constrain, streamer=streamer))
+        return self.scheduler.submit(Job(texts, budget, body.temperature, constrain, stream=stream))
 
-    def envelope(self, kind: str, choices: list[dict[str, Any]], answers: list[tuple[str, int, int]]) -> dict:
-        prompt_tokens = sum(a[1] for a in answers)
-        completion_tokens = sum(a[2] for a in answers)
+    def envelope(self, kind: str, choices: list[dict[str, Any]], answers: list[Answer]) -> dict:
+        prompt_tokens = sum(a.prompt_tokens for a in answers)
+        completion_tokens = sum(a.completion_tokens for a in answers)
         return {
             "id": f"shoptune-{uuid.uuid4().hex[:12]}",
             "object": kind,
@@ -275,10 +329,6 @@ class ModelServer:
 
     def models(self) -> dict[str, Any]:
         return {"object": "list", "data": [{"id": self.name, "object": "model", "created": 0, "owned_by": "shoptune"}]}
-
-
-def _finish(completion_tokens: int, max_tokens: int) -> str:
-    return "length" if completion_tokens >= max_tokens else "stop"
 
 
 def make_app(server: ModelServer, api_key: str | None = None) -> Any:
@@ -324,11 +374,10 @@ def make_app(server: ModelServer, api_key: str | None = None) -> Any:
         if body.stream:
             return _stream(server, body, text, "chat.completion.chunk", question)
         answers = await asyncio.wrap_future(server.job(body, [text], questions=question).future)
-        reply, _, completion_tokens = answers[0]
         choice = {
             "index": 0,
-            "message": {"role": "assistant", "content": reply},
-            "finish_reason": _finish(completion_tokens, body.budget(server.limits.max_tokens)),
+            "message": {"role": "assistant", "content": answers[0].text},
+            "finish_reason": answers[0].finish,
         }
         return server.envelope("chat.completion", [choice], answers)
 
@@ -342,10 +391,8 @@ def make_app(server: ModelServer, api_key: str | None = None) -> Any:
                 raise ApiError(400, "streaming takes one prompt", "prompt")
             return _stream(server, body, prompts[0], "text_completion")
         answers = await asyncio.wrap_future(server.job(body, prompts).future)
-        budget = body.budget(server.limits.max_tokens)
         choices = [
-            {"index": i, "text": text, "logprobs": None, "finish_reason": _finish(new, budget)}
-            for i, (text, _, new) in enumerate(answers)
+            {"index": i, "text": a.text, "logprobs": None, "finish_reason": a.finish} for i, a in enumerate(answers)
         ]
         return server.envelope("text_completion", choices, answers)
 
@@ -356,10 +403,8 @@ def _stream(
     server: ModelServer, body: Common, text: str, kind: str, question: list[str] | None = None
 ) -> StreamingResponse:
     """Server-sent events as OpenAI sends them: a chunk per piece of text, a last one with the finish reason."""
-    from transformers import TextIteratorStreamer
-
-    streamer = TextIteratorStreamer(server.backend.tokenizer, skip_prompt=True, skip_special_tokens=True)
-    job = server.job(body, [text], streamer=streamer, questions=question)
+    pieces: queue.Queue = queue.Queue()
+    job = server.job(body, [text], stream=pieces, questions=question)
     ident, created = f"shoptune-{uuid.uuid4().hex[:12]}", int(time.time())
 
     def chunk(piece: str | None, finish: str | None) -> str:
@@ -375,15 +420,10 @@ def _stream(
         try:
             if kind == "chat.completion.chunk":
                 yield chunk("", None)  # OpenAI's first chunk names the role; its content starts empty
-            streamed = ""
-            for piece in streamer:
-                if piece:
-                    streamed += piece
-                    yield chunk(piece, None)
-            (reply, _, new_tokens), *_ = job.future.result()
-            if len(reply) > len(streamed) and reply.startswith(streamed):  # a constrained word the budget cut, ended
-                yield chunk(reply[len(streamed) :], None)
-            yield chunk(None, _finish(new_tokens, job.max_tokens))
+            for piece in iter(pieces.get, None):
+                yield chunk(piece, None)
+            (answer, *_) = job.future.result()
+            yield chunk(None, answer.finish)
             yield "data: [DONE]\n\n"
         finally:
             job.cancelled.set()  # a client that went away stops its generation

@@ -61,6 +61,12 @@ class EvalConfig(StrictConfig):
     batch_size: int | None = Field(
         None, ge=1, le=1024, description="questions per batch (default: 8 on a CPU, 32 on a GPU)"
     )
+    decode_width: int | None = Field(
+        None,
+        ge=1,
+        le=4096,
+        description="answers decoded together by the hf backend's continuous batch (default: 32 on a CPU, 64 on a GPU)",
+    )
     constrained: bool = Field(
         False,
         description="keep answers of structured task types to what their parser reads in full: a listed option, "
@@ -163,6 +169,7 @@ class EvalConfig(StrictConfig):
             "limit_per_task",
             "tasks",
             "batch_size",
+            "decode_width",
             "gpu_memory_utilization",
         }
         return settings(self, exclude=excluded, sources=("model", "adapter", "ensemble"))

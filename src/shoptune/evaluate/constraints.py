@@ -182,35 +182,25 @@ def piece_text(tokenizer: Any, token: int) -> str:
     return both[len(alone) :] if both.startswith(alone) else tokenizer.decode([token])
 
 
-def allowed_tokens(
-    tokenizer: Any, task_types: Sequence[TaskType | None], prompts: Sequence[str], width: int
-) -> Callable[[int, Any], list[int]]:
-    """`prefix_allowed_tokens_fn` for a left-padded batch `width` tokens wide: row i answers prompts[i] (the
-    question as written, before rendering) of task_types[i]; a type not constrained allows every token."""
-    eos = tokenizer.eos_token_id
-    numeric = _numeric_tokens(tokenizer)
-    every = list(range(len(tokenizer)))
-    rules: list[tuple[Numbers | Spans, tuple[tuple[int, str], ...]] | None] = []
-    for task_type, prompt in zip(task_types, prompts, strict=True):
-        if task_type is TaskType.NER:
-            source = entity_source(prompt)
-            commas = {t for t, piece in numeric if piece.strip() == ","}
-            rules.append((Spans(source), _pieces(tokenizer, _span_tokens(tokenizer, source, commas))))
-        elif task_type in CONSTRAINED and constrainable(task_type, prompt):
-            rules.append((numbers_for(task_type, prompt), numeric))
-        else:
-            rules.append(None)
+def rule_for(tokenizer: Any, task_type: TaskType | None, prompt: str) -> Callable[[list[int]], list[int]] | None:
+    """The next tokens a row answering `prompt` (the question as written, before rendering) may take, given the tokens
+    it has generated: a function for the decoding loop, or None where the type is not constrained (or cannot be:
+    `constrainable`). Once the answer is complete only the end token is allowed, besides what may still extend it."""
+    if task_type is TaskType.NER:
+        source = entity_source(prompt)
+        commas = {t for t, piece in _numeric_tokens(tokenizer) if piece.strip() == ","}
+        rule: Numbers | Spans = Spans(source)
+        candidates = _pieces(tokenizer, _span_tokens(tokenizer, source, commas))
+    elif task_type in CONSTRAINED and constrainable(task_type, prompt):
+        rule, candidates = numbers_for(task_type, prompt), _numeric_tokens(tokenizer)
+    else:
+        return None
+    end = tokenizer.eos_token_id
 
-    def allowed(row: int, input_ids: Any) -> list[int]:
-        if rules[row] is None:
-            return every
-        rule, candidates = rules[row]  # type: ignore[misc]
-        generated = input_ids[width:].tolist()
-        if eos in generated:
-            return [eos]
+    def allowed(generated: list[int]) -> list[int]:
         text = tokenizer.decode(generated, skip_special_tokens=True)
         options = [t for t, piece in candidates if rule.state(text + piece)[0]]
-        return [*options, eos] if rule.state(text)[1] else options or [eos]
+        return [*options, end] if rule.state(text)[1] else options or [end]
 
     return allowed
 

@@ -96,6 +96,7 @@ ANSWERING_ONLY = {
     "seed",
     "embedding_models",
     "batch_size",
+    "decode_width",
 }
 
 
@@ -126,25 +127,51 @@ def answer(
     on_batch: Callable[[list[tuple[int, str]]], None],
     progress: bool = True,
 ) -> None:
+    """Answer the pending questions, handing answers to `on_batch` as they come (a batch at a time, so a killed run
+    keeps them). Multiple choice goes by batches of option scores; every other question, of every type, through one
+    continuous batch where the backend has one (`answer_all`), else by batches of its type."""
     size = config.batch_size or default_batch_size()
+    if config.decode_width is not None and hasattr(backend, "width"):
+        backend.width = config.decode_width  # type: ignore[attr-defined]
     prior = None
     if config.mc_debias:  # from a fixed sample of the whole set, so a resumed run debiases alike
         questions = [ex.input_field for ex in examples if ex.task_type is TaskType.MULTIPLE_CHOICE]
         prior = label_prior(backend.option_scores, questions)  # type: ignore[attr-defined]
     bar = tqdm(total=len(pending), desc="answering", unit="q", disable=not progress, file=sys.stderr)
+
+    def give(batch: list[tuple[int, str]]) -> None:
+        on_batch(batch)
+        bar.update(len(batch))
+
+    generated: list[tuple[int, str, int, TaskType | None]] = []
     for job in plan_jobs(examples, pending):
-        for start in range(0, len(job.indices), size):
-            batch = job.indices[start : start + size]
-            prompts = [examples[i].input_field for i in batch]
-            if job.task_type is TaskType.MULTIPLE_CHOICE and prior is not None:
-                responses = [debiased(scores, prior) for scores in backend.option_scores(prompts)]  # type: ignore[attr-defined]
-            elif job.task_type is TaskType.MULTIPLE_CHOICE and config.mc_mode == "logits":
-                responses = backend.choose(prompts)
-            else:
-                constrain = job.task_type if config.constrained and job.task_type in CONSTRAINED else None
-                responses = backend.generate(prompts, config.max_new_tokens[job.task_type.value], constrain)
-            on_batch(list(zip(batch, responses, strict=True)))
-            bar.update(len(batch))
+        budget = config.max_new_tokens[job.task_type.value]
+        constrain = job.task_type if config.constrained and job.task_type in CONSTRAINED else None
+        if job.task_type is TaskType.MULTIPLE_CHOICE and (prior is not None or config.mc_mode == "logits"):
+            for start in range(0, len(job.indices), size):
+                batch = job.indices[start : start + size]
+                prompts = [examples[i].input_field for i in batch]
+                if prior is not None:
+                    responses = [debiased(scores, prior) for scores in backend.option_scores(prompts)]  # type: ignore[attr-defined]
+                else:
+                    responses = backend.choose(prompts)
+                give(list(zip(batch, responses, strict=True)))
+        elif hasattr(backend, "answer_all"):
+            generated += [(i, examples[i].input_field, budget, constrain) for i in job.indices]
+        else:
+            for start in range(0, len(job.indices), size):
+                batch = job.indices[start : start + size]
+                responses = backend.generate([examples[i].input_field for i in batch], budget, constrain)
+                give(list(zip(batch, responses, strict=True)))
+    if generated:
+        done: list[tuple[int, str]] = []
+        for answered in backend.answer_all(generated):  # type: ignore[attr-defined]
+            done.append(answered)
+            if len(done) >= size:
+                give(done)
+                done = []
+        if done:
+            give(done)
     bar.close()
 
 
