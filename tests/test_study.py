@@ -153,11 +153,22 @@ def test_report_numbers_come_from_the_table(tiny_model, tmp_path, run_cli):
         "eval", "baseline", out / "sets" / "development.jsonl", "--out", tmp_path / "b", "--bootstrap", "0"
     )
     assert code == 0, err
-    assert found["development"]["constant"] == pytest.approx(
+    assert found["development"]["constant_upper_bound"] == pytest.approx(
         json.loads((tmp_path / "b" / "scores.json").read_text())["overall"]
-    )
+    )  # the label chosen on the set itself
+    base_cell = overall[overall.design == "base"].cell.iloc[0]
+    validation = json.loads((out / "cells" / base_cell / "result.json").read_text())["choice"]["set"]
+    code, _, err = run_cli(
+        "eval", "baseline", out / "sets" / "development.jsonl", "--choose-on", validation,
+        "--out", tmp_path / "v", "--bootstrap", "0",
+    )  # fmt: skip
+    assert code == 0, err
+    assert found["development"]["constant"] == pytest.approx(
+        json.loads((tmp_path / "v" / "scores.json").read_text())["overall"]
+    )  # the label a user could have chosen: on the validation split
     assert found["development"]["base"] == pytest.approx(overall[overall.design == "base"].score.iloc[0])
-    assert "| development | " + f"{found['development']['constant']:.4f}" in report
+    entry = found["development"]
+    assert f"| development | {entry['constant']:.4f} | {entry['constant_upper_bound']:.4f} |" in report
     # Best against best: each side's settings are the ones that scored best on its validation split, and the
     # headline is tuned-best minus base-best on the benchmark, under those settings.
     entry = found["development"]
@@ -285,3 +296,32 @@ def test_ray_executor_gives_the_local_results(tiny_model, tmp_path, run_cli):
     local = pd.read_csv(tmp_path / "local" / "results.csv")[columns].sort_values(columns[:5]).reset_index(drop=True)
     ray_ = pd.read_csv(tmp_path / "ray" / "results.csv")[columns].sort_values(columns[:5]).reset_index(drop=True)
     pd.testing.assert_frame_equal(local, ray_)
+
+
+@pytest.mark.slow
+def test_a_budget_curve_scores_kept_steps_of_one_run_beside_the_base_model(tiny_model, tmp_path, run_cli):
+    spec = write_spec(tmp_path, tiny_model, {"capability": ["one"]}, checkpoints=[2, 4])
+    spec_text = json.loads(spec.read_text())
+    spec_text["train"].update({"max_steps": 4, "save_steps": 3, "save_total_limit": 1})
+    spec_text["eval"]["best_of"] = {"constrained": {"constrained": True}}
+    spec.write_text(json.dumps(spec_text))
+    code, _, err = run_cli("study", "run", spec, "--no-progress", "--out", tmp_path / "s")
+    assert code == 0, err
+    out = tmp_path / "s"
+    trained = next(out.glob("cells/*/train/train_summary.json")).parent
+    # The kept steps outlive checkpoint rotation (save_total_limit 1, saves at 3): one adapter per listed step.
+    assert sorted(p.name for p in (trained / "steps").iterdir()) == ["step-2", "step-4"]
+    rows = json.loads((out / "budget.json").read_text())
+    assert [(r["set"], r["step"]) for r in rows] == [("development", 2), ("development", 4)]
+    results = pd.read_csv(out / "results.csv")
+    for r in rows:
+        cell = results[(results.design == f"one@{r['step']}") & (results.level == "overall")]
+        assert r["tuned"] == pytest.approx(cell[cell.eval_set == "development"].score.iloc[0])
+        assert r["ci"][0] <= r["difference"] <= r["ci"][1] and r["settings"] in ("plain", "constrained")
+        assert r["constant_upper_bound"] is not None
+    # The last kept step is the run's own final adapter: its answers are the trained cell's.
+    final = results[(results.design == "one") & (results.level == "overall") & (results.eval_set == "development")]
+    assert rows[-1]["tuned"] == pytest.approx(final.score.iloc[0])
+    report = (out / "report.md").read_text()
+    assert "## The training budget" in report and (out / "budget.png").is_file()
+    assert "one@2" not in report.split("## The training budget")[0]  # kept out of the other sections

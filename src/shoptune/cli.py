@@ -256,13 +256,20 @@ def eval_baseline(
     data: Annotated[Path, typer.Argument(help="ShopBench-format JSON Lines with the truth")],
     out: Annotated[Path, typer.Option(help="folder for predictions.jsonl, scores and baseline.json")],
     overrides: dict[str, Any],
+    choose_on: Annotated[
+        Path | None,
+        typer.Option(
+            help="questions to choose the multiple-choice label on (a mixture's validation.jsonl); not given: "
+            "the scored set itself, an upper bound of answering without reading"
+        ),
+    ] = None,
 ) -> None:
-    """Score answers that need no model (the best constant option, the listed order, no entities, the prompt's
+    """Score answers that need no model (one option label for all, the listed order, no entities, the prompt's
     own text): what a model's score must beat before it says anything."""
     from shoptune.config import load_config
     from shoptune.evaluate.runner import baseline_file
 
-    scores, said = baseline_file(data, out, load_config(EvalConfig, None, overrides))
+    scores, said = baseline_file(data, out, load_config(EvalConfig, None, overrides), choose_on)
     for task_type, what in said.items():
         console.print(f"{task_type}: {what}")
     _show_scores(scores, out)

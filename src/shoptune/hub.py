@@ -173,18 +173,22 @@ def load_causal_lm(model: str, allow_download: bool = False, **kwargs: Any) -> t
         raise ShoptuneError(f"model {model!r} could not be loaded: {_first_line(exc)}") from None
 
 
+BASE_RECORD = "shoptune_base.json"  # in an adapter shoptune trained: its base as the user named it
+
+
 def adapter_base(adapter: str | Path | None) -> str | None:
-    """The model an adapter was trained on, as its adapter_config.json names it (`base_model_name_or_path`; shoptune
-    writes there the model as the user named it: a name it knows, a hub id, or a resolved folder)."""
-    if adapter is None or not (Path(adapter) / "adapter_config.json").is_file():
+    """The model an adapter was trained on: as the user named it to shoptune (a name it knows, a hub id, a resolved
+    folder: found on any machine that has it), else as PEFT recorded it (`base_model_name_or_path`)."""
+    if adapter is None:
         return None
-    try:
-        base = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8")).get(
-            "base_model_name_or_path"
-        )
-    except (OSError, ValueError):
-        return None
-    return base if isinstance(base, str) and base else None
+    for record, key in ((BASE_RECORD, "model"), ("adapter_config.json", "base_model_name_or_path")):
+        try:
+            base = json.loads((Path(adapter) / record).read_text(encoding="utf-8")).get(key)
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(base, str) and base:
+            return base
+    return None
 
 
 def base_for(model: str | None, adapter: str | Path | None) -> str:

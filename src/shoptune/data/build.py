@@ -30,13 +30,14 @@ from tqdm import tqdm
 from shoptune import __version__
 from shoptune.config import SPEC_RECORD
 from shoptune.data.clean import Contamination, Fingerprints, dedupe, fingerprint
+from shoptune.data.options import balance
 from shoptune.data.spec import MixtureSpec
 from shoptune.errors import ShoptuneError
 from shoptune.files import atomic_write_text, folder_in_place
 from shoptune.hub import tiny_model_path
 from shoptune.locks import waiting
 from shoptune.runs import Layout, RunFolder, settings
-from shoptune.schema import Example, arrow_schema, from_row, read_examples, to_table, write_jsonl
+from shoptune.schema import Example, TaskType, arrow_schema, from_row, read_examples, to_table, write_jsonl
 from shoptune.sources.mapped import MappedSource, lacks, load_sources, own_corpus, provenance
 from shoptune.sources.records import RawCorpus
 from shoptune.sources.registry import LICENCES, file_hash, load_raw, present_sources
@@ -262,8 +263,36 @@ def split(spec: MixtureSpec, parts: Sequence[Part]) -> tuple[dict[str, pa.Table]
         name: table.take(np.asarray(rows, dtype=np.int64))
         for name, rows in (("train", train), ("validation", validation))
     }
+    if spec.balance_answers:
+        splits = {name: balanced(split_table, spec.seed) for name, split_table in splits.items()}
     reasons = ("exact_duplicate", "near_duplicate", "contaminated")
     return splits, {reason: removed.get(reason, 0) for reason in reasons}
+
+
+def balanced(table: pa.Table, seed: int) -> pa.Table:
+    """The table with its multiple-choice answers spread evenly over option positions (`data.options`)."""
+    kinds = table["task_type"].to_pylist()
+    chosen = [i for i, kind in enumerate(kinds) if kind == TaskType.MULTIPLE_CHOICE.value]
+    if not chosen:
+        return table
+    prompts, answers = table["input_field"].to_pylist(), table["output_field"].to_pylist()
+    names = table["task_name"].to_pylist()
+    rows = [
+        {
+            "task_type": kinds[i],
+            "task_name": names[i],
+            "input_field": prompts[i],
+            "output_field": json.loads(answers[i]),
+        }
+        for i in chosen
+    ]
+    moved = balance(rows, seed)
+    for i, row in zip(chosen, moved, strict=True):
+        prompts[i], answers[i] = row["input_field"], json.dumps(row["output_field"])
+    table = table.set_column(table.schema.get_field_index("input_field"), "input_field", pa.array(prompts, pa.string()))
+    return table.set_column(
+        table.schema.get_field_index("output_field"), "output_field", pa.array(answers, pa.string())
+    )
 
 
 def token_lengths(texts: list[str]) -> tuple[str, list[int]]:
@@ -293,8 +322,10 @@ def manifest(
     unit, lengths = token_lengths(train["input_field"].take(sample).to_pylist())
     lengths.sort()
 
-    def count(column: str) -> dict[str, int]:
-        counts = pc.value_counts(train[column]).to_pylist()
+    def count(column: str, where: str | None = None) -> dict[str, int]:
+        """Rows by their value of `column` (of the task type `where` only, when given)."""
+        values = train[column] if where is None else pc.filter(train[column], pc.equal(train["task_type"], where))
+        counts = pc.value_counts(values).to_pylist()
         return dict(sorted((str(c["values"]), c["counts"]) for c in counts))
 
     inputs = dict(sorted(sources.items()))
@@ -310,6 +341,7 @@ def manifest(
         "by_language": count("language"),
         "by_source": count("source"),
         "by_licence": count("licence"),
+        "multiple_choice_answers": count("output_field", where=TaskType.MULTIPLE_CHOICE.value),
         "licences": {
             ident: licence_record(ident, declared)
             for ident in sorted({part for licence in count("licence") for part in licence.split("+")})

@@ -43,6 +43,9 @@ class MixtureSpec(StrictConfig):
     # JSON Lines of examples (teacher output, say): all of those of selected subtasks join the training split,
     # on top of examples_per_subtask, after the same cleaning.
     extra_examples: list[Path] = Field(default_factory=list)
+    # Multiple choice: move each example's right option so that, per subtask and number of options, every position
+    # is the answer equally often (data.options), so that a model cannot learn a favourite label instead of reading.
+    balance_answers: bool = True
     decontaminate: list[Path] = Field(default_factory=list)  # evaluation sets no example may overlap
     ngram: int = Field(13, ge=3, le=50)
     near_duplicates: NearDuplicates | None = Field(default_factory=NearDuplicates)

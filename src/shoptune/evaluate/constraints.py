@@ -1,6 +1,6 @@
 """Constrained answers: for each structured task type, the answers ShopBench's parsers read in full, enforced
-token by token through transformers' `prefix_allowed_tokens_fn` (no grammar engine: each type's answer is a
-short list of numbers or of spans, checked by a small prefix test).
+token by token: `rule_for` gives the decoding loop (`evaluate.engine`) the tokens a row may take next (no grammar
+engine: each type's answer is a short list of numbers or of spans, checked by a small prefix test).
 
 - multiple choice: one of the listed option numbers;
 - retrieval: three distinct listed candidate numbers, comma-separated;

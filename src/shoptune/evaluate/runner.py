@@ -315,11 +315,15 @@ def score_file(data: Path, predictions: Path, out: Path, config: EvalConfig) -> 
     return scores
 
 
-def baseline_file(data: Path, out: Path, config: EvalConfig) -> tuple[Scores, dict[str, str]]:
-    """`eval baseline`: the no-model answers of `evaluate.baselines`, written and scored like a model's."""
+def baseline_file(
+    data: Path, out: Path, config: EvalConfig, chosen_on: Path | None = None
+) -> tuple[Scores, dict[str, str]]:
+    """`eval baseline`: the no-model answers of `evaluate.baselines`, written and scored like a model's; the
+    multiple-choice label chosen on `chosen_on` (a validation split), else on the set itself (an upper bound)."""
     examples = read_examples(data)
-    responses, said = constant_answers(examples)
-    identity = {"inputs": {"data": content(data)}}
+    reference = read_examples(chosen_on) if chosen_on is not None else None
+    responses, said = constant_answers(examples, reference)
+    identity = {"inputs": {"data": content(data), "chosen_on": content(chosen_on)}}
     with RunFolder.open(out, NO_MODEL, identity) as folder:
         answers = dict(enumerate(responses))
         write_predictions(out / PREDICTIONS, answers)

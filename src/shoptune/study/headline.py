@@ -20,7 +20,7 @@ from shoptune.evaluate.scoring import aggregate, score_questions
 from shoptune.files import read_state
 from shoptune.schema import Example, read_examples
 from shoptune.study.compare import answers_of, paired
-from shoptune.study.spec import PLAIN, StudySpec, scored_name
+from shoptune.study.spec import BUDGET, PLAIN, StudySpec, scored_name
 
 
 def top_cell(overall: pd.DataFrame) -> pd.Series | None:
@@ -33,21 +33,41 @@ def top_cell(overall: pd.DataFrame) -> pd.Series | None:
     return top[top["rank"] == top["rank"].max()].sort_values("seed").iloc[0]
 
 
+def validation_used(out: Path, table: pd.DataFrame) -> Path | None:
+    """The validation split answering settings were chosen on (the base model's, else a trained cell's), where the
+    no-model baseline's label is chosen too; None when no cell chose on one."""
+    cells = table.sort_values("design", key=lambda d: d != "base").cell.unique()
+    for cell in cells:
+        chosen = choice_of(out, cell).get("set")
+        if chosen and Path(chosen).is_file():
+            return Path(chosen)
+    return None
+
+
 def choice_of(out: Path, cell: str) -> dict[str, Any]:
     """The answering settings a cell chose and the validation scores it chose by (plain, unscored, when none)."""
     return read_state(out / "cells" / cell / "result.json").get("choice") or {"best": PLAIN, "scores": {}}
 
 
-def headline(out: Path, table: pd.DataFrame, study: StudySpec, sets: dict[str, Path]) -> dict[str, Any]:
-    """baselines.json: per set, {constant, base, base_best, tuned, tuned_best, difference, ci, settings, plain}."""
+def headline(
+    out: Path, table: pd.DataFrame, study: StudySpec, sets: dict[str, Path], validation: Path | None = None
+) -> dict[str, Any]:
+    """baselines.json: per set, {constant, constant_upper_bound, base, base_best, tuned, tuned_best, difference, ci,
+    settings, plain}. The no-model baseline's multiple-choice label is chosen on `validation` (the split the base
+    model's settings are chosen on), and, as an upper bound, on the set itself."""
     found: dict[str, Any] = {}
     overall = table[table.level == "overall"]
     score = overall.set_index(["cell", "eval_set"]).score
+    reference = read_examples(validation) if validation is not None else None
     for eval_set, path in sets.items():
         examples = read_examples(path)
-        responses, said = constant_answers(examples)
-        constant = aggregate(score_questions(examples, responses), n_bootstrap=0).overall
-        entry: dict[str, Any] = {"constant": constant, "constant_answers": said}
+        entry: dict[str, Any] = {}
+        for key, chosen_on in (("constant", reference), ("constant_upper_bound", None)):
+            if key == "constant" and chosen_on is None:
+                continue
+            responses, said = constant_answers(examples, chosen_on)
+            entry[key] = aggregate(score_questions(examples, responses), n_bootstrap=0).overall
+            entry[f"{key}_answers"] = said
         here = overall[overall.eval_set == eval_set]
         base = here[here.design == "base"]
         top = top_cell(here)
@@ -125,14 +145,14 @@ def headline_lines(found: dict[str, Any]) -> list[str]:
         "Each model answers plainly and under the answering settings chosen for it on a validation split (never on "
         "a benchmark): plain, constrained answers, debiased multiple choice, or both. The headline is tuned minus "
         "base with each under its best settings (paired bootstrap 95%); both answering plainly, the last two columns. "
-        "The "
-        "no-model baseline answers every multiple-choice question with the one option label that scores best on "
-        "the set itself, retrieval with the first three listed, ranking in the listed order, NER with no entities "
-        "and generation with the prompt's own input text.",
+        "The no-model baseline answers every multiple-choice question with one option label, retrieval with the "
+        "first three listed, ranking in the listed order, NER with no entities and generation with the prompt's own "
+        "input text. Its label is chosen on the validation split (what a user could have had), and, in the column "
+        "after it, on the scored set itself: an upper bound, not a baseline anyone could have had.",
         "",
-        "| set | no model | base plain | base best | tuned plain | tuned best | best minus best | 95% CI | "
-        "plain minus plain | 95% CI |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |",
+        "| set | no model | no model, upper bound | base plain | base best | tuned plain | tuned best "
+        "| best minus best | 95% CI | plain minus plain | 95% CI |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | --- |",
     ]
     for eval_set, e in found.items():
 
@@ -145,9 +165,10 @@ def headline_lines(found: dict[str, Any]) -> list[str]:
         diff = f"{e['difference']:+.4f} | [{e['ci'][0]:+.4f}, {e['ci'][1]:+.4f}]" if "ci" in e else " | "
         plain = e.get("plain")
         plain_diff = f"{plain['difference']:+.4f} | [{plain['ci'][0]:+.4f}, {plain['ci'][1]:+.4f}]" if plain else " | "
+        constant = f"{e['constant']:.4f}" if "constant" in e else "-"
         lines.append(
-            f"| {eval_set} | {e['constant']:.4f} | {base} | {base_best} | {tuned} | {tuned_best} | {diff} | "
-            f"{plain_diff} |"
+            f"| {eval_set} | {constant} | {e['constant_upper_bound']:.4f} | {base} | {base_best} | {tuned} | "
+            f"{tuned_best} | {diff} | {plain_diff} |"
         )
     tuned = sorted({e["tuned_cell"] for e in found.values() if "tuned_cell" in e})
     lines += ["", f"Tuned model: {', '.join(tuned)}.", ""] if tuned else [""]
@@ -184,4 +205,72 @@ def headline_lines(found: dict[str, Any]) -> list[str]:
                         f"{r['tuned_parses']:.2f} | {r['both_parse']} | {there[0]} | {there[1]} |"
                     )
         lines.append("")
+    return lines
+
+
+def budget(out: Path, table: pd.DataFrame, sets: dict[str, Path], found: dict[str, Any]) -> list[dict[str, Any]]:
+    """The budget curve: each kept step of a training run (the `checkpoints` cells), tuned-best minus base-best
+    with its paired interval and plain minus plain, on every set, beside the no-model baselines."""
+    overall = table[table.level == "overall"]
+    steps = overall[overall.groups == BUDGET]
+    base = overall[overall.design == "base"]
+    if steps.empty or base.empty:
+        return []
+    score = overall.set_index(["cell", "eval_set"]).score
+    base_cell = base.cell.iloc[0]
+    base_choice = choice_of(out, base_cell)["best"]
+    rows = []
+    for eval_set, path in sets.items():
+        examples = read_examples(path)
+        base_label = scored_name(eval_set, base_choice)
+        for r in steps[steps.eval_set == eval_set].itertuples():
+            chosen = choice_of(out, r.cell)["best"]
+            label = scored_name(eval_set, chosen)
+            best = paired(out, (r.cell, base_cell), (label, base_label), examples)
+            plain = paired(out, (r.cell, base_cell), (eval_set, eval_set), examples)
+            entry = found.get(eval_set, {})
+            rows.append(
+                {
+                    "set": eval_set,
+                    "step": int(r.design.rsplit("@", 1)[1]),
+                    "cell": r.cell,
+                    "settings": chosen,
+                    "tuned": float(score[(r.cell, eval_set)]),
+                    "tuned_best": float(score[(r.cell, label)]),
+                    "base": float(score[(base_cell, eval_set)]),
+                    "base_best": float(score[(base_cell, base_label)]),
+                    "difference": best["difference"],
+                    "ci": [best["ci_low"], best["ci_high"]],
+                    "plain_difference": plain["difference"],
+                    "plain_ci": [plain["ci_low"], plain["ci_high"]],
+                    "constant": entry.get("constant"),
+                    "constant_upper_bound": entry.get("constant_upper_bound"),
+                }
+            )
+    return sorted(rows, key=lambda row: (row["set"], row["step"]))
+
+
+def budget_lines(rows: list[dict[str, Any]]) -> list[str]:
+    lines = [
+        "## The training budget: what each kept step of one run adds",
+        "",
+        "Each step's adapter is scored like a trained cell (its answering settings chosen on the validation split), "
+        "against the base model under its own best settings; paired bootstrap 95%. The no-model baselines are "
+        "shown as differences from the base model's best, as in the plot's dashed lines.",
+        "",
+        "![budget](budget.png)",
+        "",
+        "| set | step | tuned best (settings) | base best | best minus best | 95% CI | plain minus plain | 95% CI | "
+        "no model | no model, upper bound |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: | --- | ---: | ---: |",
+    ]
+    for r in rows:
+        constant = f"{r['constant']:.4f}" if r["constant"] is not None else "-"
+        upper = f"{r['constant_upper_bound']:.4f}" if r["constant_upper_bound"] is not None else "-"
+        lines.append(
+            f"| {r['set']} | {r['step']} | {r['tuned_best']:.4f} ({r['settings']}) | {r['base_best']:.4f} | "
+            f"{r['difference']:+.4f} | [{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}] | {r['plain_difference']:+.4f} | "
+            f"[{r['plain_ci'][0]:+.4f}, {r['plain_ci'][1]:+.4f}] | {constant} | {upper} |"
+        )
+    lines.append("")
     return lines

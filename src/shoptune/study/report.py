@@ -21,10 +21,10 @@ from shoptune.files import atomic_write_text, read_state
 from shoptune.schema import read_examples
 from shoptune.study import compare
 from shoptune.study.compare import question_scores
-from shoptune.study.headline import headline, headline_lines
+from shoptune.study.headline import budget, budget_lines, headline, headline_lines, validation_used
 from shoptune.study.results import load_table
 from shoptune.study.runner import VALIDATION, eval_sets
-from shoptune.study.spec import StudySpec, scored_name
+from shoptune.study.spec import BUDGET, StudySpec, scored_name
 from shoptune.tasks.registry import short_name, track_order
 
 AXES = {"capability": ("n_capabilities", "number of capabilities"), "task": ("n_subtasks", "number of subtasks")}
@@ -231,6 +231,35 @@ def plot_headline(found: dict[str, Any], path: Path) -> bool:
     return True
 
 
+def plot_budget(rows: list[dict[str, Any]], path: Path) -> None:
+    """Tuned-best minus base-best against training steps (paired 95% intervals), plain minus plain beside it, and
+    the no-model baselines as differences from the base model's best."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.6, 3.4))
+    steps = np.array([r["step"] for r in rows])
+    for key, ci, label, marker in (
+        ("difference", "ci", "each under its best settings", "o"),
+        ("plain_difference", "plain_ci", "both plain", "s"),
+    ):
+        values = np.array([r[key] for r in rows])
+        err = np.array([[v - r[ci][0], r[ci][1] - v] for v, r in zip(values, rows, strict=True)]).T
+        ax.errorbar(steps, values, yerr=err, marker=marker, capsize=3, label=f"tuned minus base, {label}")
+    base_best = rows[0]["base_best"]
+    for key, label, style in (("constant", "no model", "--"), ("constant_upper_bound", "no model, upper bound", ":")):
+        if rows[0][key] is not None:
+            ax.axhline(rows[0][key] - base_best, color="grey", linestyle=style, label=f"{label} minus base best")
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(steps, [str(s) for s in steps])
+    ax.set_xlabel("training steps")
+    ax.set_ylabel(f"difference ({rows[0]['set']}, 95% CI)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+
+
 def against_base_lines(rows: list[dict[str, Any]]) -> list[str]:
     lines = [
         "## Tuned against the base model, per track: paired bootstrap, 95%",
@@ -370,8 +399,9 @@ def curve_lines(curves: dict[str, list[dict[str, Any]]], out: Path) -> list[str]
 def write_report(out: Path) -> Path:
     import yaml
 
-    table = load_table(out)
-    if table.empty:
+    everything = load_table(out)
+    table = everything[everything.groups != BUDGET]  # the budget curve's cells have a section of their own
+    if everything.empty:
         from shoptune.errors import ShoptuneError
 
         raise ShoptuneError(f"{out}: no finished cells to report on (run `shoptune study run` first)")
@@ -394,10 +424,15 @@ def write_report(out: Path) -> Path:
         lines += [f"Base model overall: {base.score.mean():.4f}", ""]
     with_variants = {scored_name(name, v): p for name, p in sets.items() for v in ["", *study.eval.variants]}
     tuned_vs_base = against_base(out, table, with_variants)
-    found = headline(out, table, study, sets)
+    found = headline(out, table, study, sets, validation_used(out, table))
     plot_headline(found, out / "headline.png")
     lines += headline_lines(found)
     atomic_write_text(out / "baselines.json", json.dumps(found, indent=2) + "\n")
+    spent = budget(out, everything, sets, found)
+    if spent:
+        plot_budget([r for r in spent if r["set"] == eval_set], out / "budget.png")
+        lines += budget_lines(spent)
+        atomic_write_text(out / "budget.json", json.dumps(spent, indent=2) + "\n")
     if tuned_vs_base:
         plot_against_base(tuned_vs_base, out / "against_base.png")
         lines += against_base_lines(tuned_vs_base)

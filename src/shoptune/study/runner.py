@@ -30,11 +30,11 @@ from shoptune.evaluate.selection import select
 from shoptune.files import atomic_write_text, read_state
 from shoptune.runs import Layout, RunFolder
 from shoptune.schema import read_examples, write_jsonl
-from shoptune.study.spec import PLAIN, Cell, StudySpec, expand, scored_name
+from shoptune.study.spec import CHECKPOINT, PLAIN, Cell, StudySpec, expand, scored_name
 from shoptune.train.combine import combine_adapters
 from shoptune.train.config import TrainConfig
 from shoptune.train.distributed import cuda_devices
-from shoptune.train.trainer import train
+from shoptune.train.trainer import STEPS, train
 
 VALIDATION = "validation"
 # A study's folder takes the cells, mixtures and sets it runs, and the tables and report written from them; a rerun
@@ -63,7 +63,8 @@ def mixture_for(cell: Cell, out: Path) -> Path:
     """The cell's mixture, built once per distinct spec and shared by cells."""
     assert cell.mixture is not None
     digest = hashlib.sha256(json.dumps(cell.mixture, sort_keys=True).encode()).hexdigest()[:16]
-    return cached_mixture(MixtureSpec.model_validate(cell.mixture), out / "mixtures" / f"{cell.design}-{digest}")
+    folder = out / "mixtures" / f"{cell.mixture['name']}-{digest}"  # a checkpoint's cell reads its run's mixture
+    return cached_mixture(MixtureSpec.model_validate(cell.mixture), folder)
 
 
 def parts_adapters(cell: Cell, out: Path) -> list[str]:
@@ -117,6 +118,11 @@ def run_cell(cell: Cell, study: StudySpec, out: Path, progress: bool) -> dict[st
     if cell.method == "ensemble":
         ensemble = parts_adapters(cell, out)
         summary = {}
+    elif cell.method == CHECKPOINT:
+        kept = out / "cells" / cell.parts[0] / "train" / STEPS / f"step-{cell.step}"
+        if not kept.is_dir():
+            raise ShoptuneError(f"{cell.design}: the training of cell {cell.parts[0]} kept no adapter at this step")
+        adapter, summary = str(kept), {}
     elif cell.parts:
         assert cell.method is not None
         adapter = str(folder / "adapter")
@@ -130,6 +136,7 @@ def run_cell(cell: Cell, study: StudySpec, out: Path, progress: bool) -> dict[st
             "mixture": str(mixture),
             "seed": cell.seed,
             "lora": {**study.train.get("lora", {}), "rank": cell.rank},
+            "keep_steps": study.checkpoints,  # the budget curve's cells score these
         }
         config = TrainConfig.model_validate(settings)
         summary = train(config, folder / "train", progress=progress, validator=validator_for(config))
@@ -144,7 +151,8 @@ def run_cell(cell: Cell, study: StudySpec, out: Path, progress: bool) -> dict[st
     scores = {}
     owned = {"model": model, "adapter": adapter, "ensemble": ensemble}
     with shared_backends():  # the cell's model is loaded once for all its runs
-        choice = None if cell.parts else choose_settings(cell, study, out, owned, progress)
+        choose = not cell.parts or cell.method == CHECKPOINT  # a combination of adapters answers plainly
+        choice = choose_settings(cell, study, out, owned, progress) if choose else None
         variants = {"": {}, **study.eval.variants}
         if choice is not None and choice["best"] != PLAIN:
             variants[choice["best"]] = study.eval.best_of[choice["best"]]
@@ -162,7 +170,7 @@ def run_cell(cell: Cell, study: StudySpec, out: Path, progress: bool) -> dict[st
     cell_info = dict(cell.__dict__)
     if cell.mixture is not None:
         # What the data actually supported: subtasks whose source is absent contribute no examples.
-        manifest = read_state(mixture / "manifest.json")
+        manifest = read_state(mixture_for(cell, out) / "manifest.json")
         cell_info["n_subtasks"] = len(manifest["by_subtask"])
         cell_info["n_capabilities"] = len(manifest["by_capability"])
     return {
@@ -269,7 +277,9 @@ def plan_study(study: StudySpec, out: Path) -> list[dict[str, Any]]:
     for cell in expand(study):
         steps = None
         trains = "nothing (base model)" if not cell.parts else f"{cell.method} of {len(cell.parts)} adapters"
-        if cell.mixture is not None:
+        if cell.method == CHECKPOINT:
+            trains = f"nothing: scores step {cell.step} of cell {cell.parts[0]}'s training"
+        elif cell.mixture is not None:
             steps = int(study.train.get("max_steps", -1))
             batch = int(study.train.get("batch_size", 8)) * int(study.train.get("gradient_accumulation", 1))
             mixture = f"{cell.design} ({cell.mixture['examples_per_subtask']}/subtask)"
@@ -286,7 +296,7 @@ def plan_study(study: StudySpec, out: Path) -> list[dict[str, Any]]:
         )
         if cell.mixture is not None and study.eval.validation:
             scores += ", and its validation split"
-        if study.eval.best_of and not cell.parts:
+        if study.eval.best_of and (not cell.parts or cell.method == CHECKPOINT):
             scores += f"; answering settings chosen on validation among {1 + len(study.eval.best_of)}, then used too"
             # The chosen settings re-answer about half of each set; plain and each candidate, a validation split.
             asked += sum(questions.values()) // 2 + validation_size(cell, study) * 2

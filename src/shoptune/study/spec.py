@@ -30,6 +30,8 @@ from shoptune.train.config import TrainConfig
 GROUPS = ("capability", "task", "adapters")
 CELL_OWNED = ("model", "adapter", "ensemble")  # decided by the cell, not by an evaluation variant
 VARIANT = "+"  # the scores of set S under evaluation variant V are named S+V
+CHECKPOINT = "checkpoint"  # the method of a cell that scores a trained cell's adapter at one of `checkpoints`
+BUDGET = "budget"  # the group of those cells: the budget curve
 PLAIN = "plain"  # the name of answering with no variant's settings
 
 
@@ -78,6 +80,9 @@ class StudySpec(StrictConfig):
     train: dict[str, Any] = Field(default_factory=dict)  # TrainConfig settings for every cell
     eval: EvalSettings = Field(default_factory=EvalSettings)
     include_base: bool = True  # score each base model untrained, as the reference
+    # Training steps at which each trained cell's adapter is also scored, as a cell of its own (design "all@128"):
+    # the budget curve, from one training run. Each must be at most train.max_steps.
+    checkpoints: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)
     combine: list[str] = Field(default_factory=lambda: ["linear"])  # adapters design: `shoptune combine` methods
     density: float = Field(0.5, gt=0, le=1)  # ties and dare: the fraction of each update kept
     ensemble: bool = True  # adapters design: also score the adapters answering together
@@ -98,8 +103,9 @@ class Cell:
     seed: int
     n_capabilities: int  # as selected by the spec; the result records what the data supported
     n_subtasks: int
-    parts: tuple[str, ...] = ()  # a combination or ensemble of these cells' adapters
-    method: str | None = None  # how the parts answer: a `combine` method, or "ensemble"
+    parts: tuple[str, ...] = ()  # a combination or ensemble of these cells' adapters, or the cell a checkpoint is of
+    method: str | None = None  # how the parts answer: a `combine` method, "ensemble", or CHECKPOINT
+    step: int | None = None  # a checkpoint's training step
 
     def describe(self) -> str:
         what = "base model" if self.design == "base" else f"{self.design} r{self.rank} s{self.seed}"
@@ -146,9 +152,14 @@ def load_study(path: Path, overrides: dict[str, Any] | None = None) -> StudySpec
     )
     # Checked now, not when the first cell trains after every mixture was built.
     try:
-        load_config(TrainConfig, None, {**study.train, "mixture": "checked-per-cell"})
+        checked = load_config(TrainConfig, None, {**study.train, "mixture": "checked-per-cell"})
     except ShoptuneError as exc:
         raise ShoptuneError(f"{path}: train: {str(exc).removeprefix('command line: ')}") from None
+    if study.checkpoints and checked.max_steps <= 0:
+        raise ShoptuneError(f"{path}: checkpoints need train.max_steps (the steps they are taken among)")
+    beyond = [step for step in study.checkpoints if step > checked.max_steps]
+    if beyond:
+        raise ShoptuneError(f"{path}: checkpoints {beyond} lie beyond train.max_steps ({checked.max_steps})")
     return study
 
 
@@ -197,6 +208,11 @@ def expand(study: StudySpec) -> list[Cell]:
         if "adapters" in study.designs:
             adapters = [c for c in cells.values() if "adapters" in c.groups]
             cells.update(_combinations(study, path, adapters, eval_part))
+    for cell in [c for c in cells.values() if c.mixture is not None]:
+        for step in study.checkpoints:
+            key = _key({"cell": cell.key, "step": step, "eval": eval_part})
+            given = {"key": key, "design": f"{cell.design}@{step}", "groups": (BUDGET,), "parts": (cell.key,)}
+            cells[key] = Cell(**{**cell.__dict__, **given, "method": CHECKPOINT, "step": step})
     return list(cells.values())
 
 

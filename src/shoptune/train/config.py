@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -105,6 +105,11 @@ class TrainConfig(StrictConfig):
         "last",
         description="the adapter kept at the end: the last step's, or the checkpoint with the lowest validation loss "
         "or the highest validation ShopBench score (save_steps a multiple of eval_steps)",
+    )
+    keep_steps: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=list,
+        description="also keep the adapter of these steps, in DIR/steps/step-N, whatever save_total_limit (for "
+        "scoring a budget curve)",
     )
     report_to: list[Literal["tensorboard", "mlflow", "wandb"]] = Field(
         default_factory=lambda: ["tensorboard"], description="loggers"

@@ -25,8 +25,8 @@ from typing import Any
 from shoptune.adapters import interpolate
 from shoptune.config import dump_config
 from shoptune.errors import ShoptuneError, require_extra
-from shoptune.files import atomic_write_text, folder_in_place, read_state
-from shoptune.hub import load_causal_lm, portable_name, require_adapter, with_adapter
+from shoptune.files import atomic_write_text, folder_in_place, read_state, write_json
+from shoptune.hub import BASE_RECORD, load_causal_lm, portable_name, require_adapter, with_adapter
 from shoptune.provenance import provenance
 from shoptune.runs import Layout, RunFolder, content, folder_content, settings, source
 from shoptune.schema import Example, read_examples
@@ -43,9 +43,12 @@ RUN_RECORD = "run.json"  # what decided the run's weights, compared by a rerun b
 SUMMARY = "train_summary.json"  # written last: a finished run
 LOSS_RECORD = "shoptune_loss.json"  # in each checkpoint: the summed step losses up to it
 VALIDATION_ANSWERS = "shopbench_validation"  # the validator's questions, and its answers and scores per step
+STEPS = "steps"  # the adapters of `keep_steps`, as step-N
 TRAIN = Layout(
     "train",
-    frozenset({RUN_RECORD, SUMMARY, ADAPTER, "config.yaml", "checkpoints", "logs", "mixture", VALIDATION_ANSWERS}),
+    frozenset(
+        {RUN_RECORD, SUMMARY, ADAPTER, "config.yaml", "checkpoints", "logs", "mixture", VALIDATION_ANSWERS, STEPS}
+    ),
     identity=RUN_RECORD,
     finished=SUMMARY,
     made="a run trained",
@@ -162,12 +165,9 @@ def load_model(config: TrainConfig, device: Any = None) -> tuple[Any, Any]:
         task_type="CAUSAL_LM",
     )
     try:
-        tuned = get_peft_model(model, lora)
+        return get_peft_model(model, lora), tokenizer
     except ValueError as exc:  # e.g. target_modules that name no layer of this model
         raise ShoptuneError(f"LoRA on {config.model!r}: {str(exc).strip().splitlines()[0]}") from None
-    # The saved adapter names its base as the user did, so that merge, serve and eval find it without --model.
-    tuned.peft_config["default"].base_model_name_or_path = portable_name(config.model)
-    return tuned, tokenizer
 
 
 def quantised(device: Any, *, zero3: bool) -> dict[str, Any]:
@@ -300,6 +300,31 @@ def make_trainer(*args: Any, **kwargs: Any) -> Any:
     return AnswerOnlyTrainer(*args, **kwargs)
 
 
+def keeper(steps: set[int], folder: Path) -> Any:
+    """A callback that saves at each of `steps` and copies that checkpoint's adapter into folder/step-N, where
+    checkpoint rotation never removes it (a resumed run keeps what it copied before)."""
+    import shutil
+
+    from transformers import TrainerCallback
+
+    class KeepSteps(TrainerCallback):
+        def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            if state.global_step in steps:
+                control.should_save = True
+            return control
+
+        def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+            target = folder / f"step-{state.global_step}"
+            if state.global_step in steps and state.is_world_process_zero and not target.exists():
+                checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+                with folder_in_place(target) as tmp:
+                    for name in ("adapter_model.safetensors", "adapter_config.json"):
+                        shutil.copy(checkpoint / name, tmp / name)
+            return control
+
+    return KeepSteps()
+
+
 def use_bf16(config: TrainConfig) -> bool:
     import torch
 
@@ -356,6 +381,7 @@ UNLEARNED = frozenset(
         "allow_download",
         "distributed",
         "ddp_timeout",
+        "keep_steps",
     }
 )
 
@@ -436,6 +462,10 @@ def _train(
         atomic_write_text(out / RUN_RECORD, json.dumps(record, indent=2) + "\n")
     if not progress:
         trainer.remove_callback(PrinterCallback)  # quiet means quiet: no per-step dicts on stdout
+    if config.keep_steps:
+        if config.method == "full" or trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
+            raise ShoptuneError("keep_steps keeps LoRA adapters of a run on one process or under DDP")
+        trainer.add_callback(keeper(set(config.keep_steps), out / STEPS))
     start_step = 0
     if checkpoint is not None and (Path(checkpoint) / LOSS_RECORD).is_file():
         summed = read_state(Path(checkpoint) / LOSS_RECORD)
@@ -455,6 +485,8 @@ def _train(
     summary: dict[str, Any] = {}
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(str(out / ADAPTER))
+        if config.method != "full":  # its base as the user named it, for merge, serve and eval without --model
+            write_json(out / ADAPTER / BASE_RECORD, {"model": portable_name(config.model)})
         summary = {
             "parameters": count_parameters(model),
             "lora_rank": config.lora.rank if config.method != "full" else None,
