@@ -8,7 +8,12 @@ the option digits). Both use the same loaded model and the same prompts. The lim
 the prompts' prefill at this machine's matmul peak, measured in the same run: 2 x parameters x prompt
 tokens FLOPs, however the engine gets there.
 
-    python benchmarks/eval_throughput.py [--model NAME_OR_PATH] [--data FILE] [--batch-size N] [--json FILE]
+With --options, each answering option that is off by default is measured too, on the same questions and on the
+held-out benchmark's fixed subset (18 questions a subtask): bfloat16 weights (where the CPU has bf16 instructions),
+dynamic int8 weights, torch.compile; for each, its time against the engine's default, how many answers are
+identical, and its effect on the held-out score.
+
+    python benchmarks/eval_throughput.py [--model NAME_OR_PATH] [--data FILE] [--batch-size N] [--options] [--json FILE]
 """
 
 from __future__ import annotations
@@ -100,6 +105,52 @@ def timed(fn, *args):
     return result, time.perf_counter() - start
 
 
+OPTIONS = {
+    "bfloat16": {"dtype": "bfloat16"},
+    "int8": {"int8": True},
+    "compile": {"compile": True},
+}
+
+
+def measure_options(model: str, examples: list, default: list[str]) -> dict[str, dict]:
+    """Each option off by default: its time on these questions (against the default engine, in this run), its
+    answers against the default's, and the held-out subset's score under it against the default's."""
+    from shoptune.evaluate.runner import make_backend, run_eval, shared_backends
+
+    heldout = ROOT / "data" / "heldout" / "heldout.jsonl"
+    with tempfile.TemporaryDirectory() as folder:
+        plain = EvalConfig(model=model, limit_per_task=18)
+        reference = run_eval(heldout, Path(folder) / "default", plain, progress=False).scores.overall
+        _, t_default = timed(engine_answers, HFBackend(model), examples, EvalConfig(model=model))
+        found = {}
+        for name, settings in OPTIONS.items():
+            config = EvalConfig(model=model, **settings)
+            with shared_backends():  # the held-out run below answers with this very backend
+                started = time.perf_counter()
+                backend = make_backend(config)
+                engine_answers(backend, examples[:4], config)  # a compiled model compiles at its first questions
+                warm = time.perf_counter() - started
+                answers, seconds = timed(engine_answers, backend, examples, config)
+                subset = config.model_copy(update={"limit_per_task": 18})
+                scored = run_eval(heldout, Path(folder) / name, subset, progress=False)
+            found[name] = {
+                "seconds": seconds,
+                "default_seconds": t_default,
+                "speedup": t_default / seconds,
+                "load_and_warm_up_seconds": warm,
+                "same_answers": [sum(a == b for a, b in zip(answers, default, strict=True)), len(default)],
+                "heldout_score": scored.scores.overall,
+                "heldout_score_default": reference,
+                "heldout_difference": scored.scores.overall - reference,
+            }
+            print(
+                f"option {name}: {t_default / seconds:.2f}x the default engine ({seconds:.1f} s), answers identical "
+                f"{found[name]['same_answers'][0]}/{len(default)}, held-out subset {scored.scores.overall:.4f} "
+                f"against {reference:.4f} ({found[name]['heldout_difference']:+.4f}), warm-up {warm:.0f} s"
+            )
+        return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default=DEFAULT_MODEL)
@@ -107,6 +158,7 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "shopbench" / "development.json")
     parser.add_argument("--batch-size", type=int, default=None, help="default: the engine's (8 on CPU)")
     parser.add_argument("--json", type=Path, help="write the figures to this file")
+    parser.add_argument("--options", action="store_true", help="also measure bf16, int8 and torch.compile")
     args = parser.parse_args()
 
     examples = read_examples(args.data)
@@ -151,6 +203,7 @@ def main() -> None:
         f"{same_logits}/{len(valid)} (the baseline named an option in {len(valid)}/{len(mc)}; "
         "logits mode always does)"
     )
+    options = measure_options(args.model, examples, engine) if args.options else {}
     if args.json:
         figures = {
             "model": args.model,
@@ -167,6 +220,7 @@ def main() -> None:
             "ratio_generate": t_base / t_gen,
             "mc_identical_generate": [same_gen, len(mc)],
             "mc_identical_logits": [same_logits, len(valid)],
+            "options": options,
         }
         args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
     if same_gen != len(mc) or same_logits != len(valid):

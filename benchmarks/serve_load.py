@@ -7,7 +7,8 @@ Starts `shoptune serve MODEL` with an API key, then, in one run:
 3. without the key: every request must get 401;
 4. half-open: HALF_OPEN connections that send part of a request and stop; each must be closed by the server.
 Prints p50/p95 latency (and time to first token for streams) under load against the baseline, errors, the
-large request's time, and the server's peak resident memory (VmHWM).
+large request's time, whether the greedy answers under load equal those given one at a time (the questions the
+baseline asked), and the server's peak resident memory (VmHWM).
 
     python benchmarks/serve_load.py [--model NAME_OR_PATH] [--requests 200] [--clients 8] [--json FILE]
 """
@@ -71,20 +72,23 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def small_request(api: openai.OpenAI, prompt: str, stream: bool, max_tokens: int) -> dict:
-    """One chat request; its latency, time to first token (streams) and whether it failed."""
+    """One chat request; its latency, time to first token (streams), its answer and whether it failed."""
     start = time.perf_counter()
     messages = [{"role": "user", "content": prompt}]
     try:
         if stream:
-            first = None
+            first, text = None, ""
             for chunk in api.chat.completions.create(model=NAME, messages=messages, max_tokens=max_tokens, stream=True):
-                if first is None and chunk.choices and chunk.choices[0].delta.content:
-                    first = time.perf_counter() - start
-            return {"seconds": time.perf_counter() - start, "first_token": first, "error": None}
-        api.chat.completions.create(model=NAME, messages=messages, max_tokens=max_tokens)
-        return {"seconds": time.perf_counter() - start, "first_token": None, "error": None}
+                piece = chunk.choices[0].delta.content if chunk.choices else None
+                if piece:
+                    first = first if first is not None else time.perf_counter() - start
+                    text += piece
+            return {"seconds": time.perf_counter() - start, "first_token": first, "text": text, "error": None}
+        reply = api.chat.completions.create(model=NAME, messages=messages, max_tokens=max_tokens)
+        text = reply.choices[0].message.content
+        return {"seconds": time.perf_counter() - start, "first_token": None, "text": text, "error": None}
     except openai.APIError as exc:
-        return {"seconds": time.perf_counter() - start, "first_token": None, "error": type(exc).__name__}
+        return {"seconds": time.perf_counter() - start, "first_token": None, "text": None, "error": type(exc).__name__}
 
 
 def half_open(url: str, n: int, wait: float) -> int:
@@ -159,6 +163,9 @@ def main() -> None:
 
     base_p50 = percentile([r["seconds"] for r in baseline], 0.5)
     ok = [r for r in loaded if r["error"] is None]
+    # Greedy answers under load against the same questions asked one at a time: the batch must not change them.
+    compared = [(r, baseline[i % len(questions)]) for i, r in enumerate(loaded) if i % len(questions) < len(baseline)]
+    same = sum(r["text"] == alone["text"] for r, alone in compared)
     lat = [r["seconds"] for r in ok]
     ttft = [r["first_token"] for r in ok if r["first_token"] is not None]
     figures = {
@@ -170,6 +177,7 @@ def main() -> None:
         "p95_s": percentile(lat, 0.95),
         "ttft_p50_s": percentile(ttft, 0.5) if ttft else None,
         "errors": len(loaded) - len(ok),
+        "same_answers_as_one_at_a_time": [same, len(compared)],
         "error_kinds": dict(Counter(r["error"] for r in loaded if r["error"])),
         "large_request_s": large.get("seconds"),
         "large_request_error": large.get("error"),
@@ -186,6 +194,7 @@ def main() -> None:
         f"first token p50 {figures['ttft_p50_s'] or float('nan'):.2f} s"
     )
     print(f"  errors {figures['errors']} {figures['error_kinds']}; large request {figures['large_request_s']:.1f} s")
+    print(f"  answers under load equal to one-at-a-time answers: {same}/{len(compared)}")
     print(f"  wrong key refused {refused}/10; half-open connections closed {closed}/{args.half_open}")
     print(f"  server peak RSS {rss:,.0f} MiB")
     if args.json:

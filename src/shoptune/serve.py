@@ -184,6 +184,7 @@ class Scheduler:
 
     def _work(self) -> None:
         engine = self.backend.engine
+        engine.join_at = 1  # a waiting request joins at the first free slot
         while True:
             with self._ready:
                 while not self._incoming and not engine.busy() and not self._closed:

@@ -70,6 +70,8 @@ class HFBackend:
         system_prompt: str | None = SHOPBENCH_SYSTEM_PROMPT,
         chat_template: bool | None = None,
         allow_download: bool = False,
+        int8: bool = False,
+        compile: bool = False,
     ) -> None:
         import torch
 
@@ -88,7 +90,15 @@ class HFBackend:
             parts = [f"part{i}" for i in range(len(ensemble))]
             add_combined(loaded, len(ensemble), "linear", name="combined")
         loaded.to(device).eval()
+        if int8:  # measured, and off by default: its answers differ (benchmarks/eval_throughput.py --options)
+            if device != "cpu":
+                raise ShoptuneError("int8: dynamic int8 weights run on a CPU; on a GPU load the model in bf16")
+            loaded = torch.ao.quantization.quantize_dynamic(loaded, {torch.nn.Linear}, dtype=torch.qint8)
+        if compile:  # measured, and off by default: on a CPU it compiled for minutes and then ran slower
+            loaded.forward = torch.compile(loaded.forward, dynamic=True)
         info = {"backend": "hf", "model": model, "adapter": adapter, "dtype": str(torch_dtype)}
+        if int8 or compile:
+            info.update({"int8": int8, "compile": compile})
         if alpha != 1.0:
             info["alpha"] = alpha
         if ensemble:
@@ -126,6 +136,7 @@ class HFBackend:
         self._digit_ids = {d: _single_token_variants(self.tokenizer, d) for d in DIGITS}
         self.truncated_prompts = 0  # prompts longer than the context, cut since this backend was made
         self._engine: Engine | None = None
+        self._tokens: dict[str, list[int]] = {}  # rendered text -> its token ids
         # Answers decoded together (the engine's slots). On a CPU a step's matrix products get faster per row up to
         # about 32 rows (the held-out subset: 95 s at 16, 69 s at 32, 61 s at 64, with twice the memory).
         self.width = 32 if device == "cpu" else 64
@@ -136,7 +147,7 @@ class HFBackend:
 
     @classmethod
     def from_config(cls, config: EvalConfig) -> HFBackend:
-        return cls(config.model, device=config.device, **_in_process(config))
+        return cls(config.model, device=config.device, **_in_process(config), **_hf_only(config))
 
     def render(self, prompt: str) -> str:
         return render_prompt(prompt, self.tokenizer, system_prompt=self.system_prompt, chat_template=self.chat_template)
@@ -149,7 +160,12 @@ class HFBackend:
         """Token ids of rendered texts. A prompt loses tokens only when it alone does not fit the model's context
         (keeping room for one answer token); it then loses its beginning, since a ShopBench prompt ends with the
         question and the answer format, and `truncated_prompts` counts it."""
-        rows = self.tokenizer(list(texts))["input_ids"]
+        fresh = [text for text in dict.fromkeys(texts) if text not in self._tokens]
+        if fresh:  # a cell answers the same questions under several settings: each is tokenized once
+            if len(self._tokens) > 200_000:
+                self._tokens.clear()
+            self._tokens.update(zip(fresh, self.tokenizer(fresh)["input_ids"], strict=True))
+        rows = [self._tokens[text] for text in texts]
         limit = self.context_length()
         if limit is None:
             return rows
@@ -318,6 +334,11 @@ def _in_process(config: EvalConfig) -> dict[str, Any]:
         "chat_template": config.chat_template,
         "allow_download": config.allow_download,
     }
+
+
+def _hf_only(config: EvalConfig) -> dict[str, Any]:
+    """The settings only the hf backend takes."""
+    return {"int8": config.int8, "compile": config.compile}
 
 
 def _device(torch: Any, device: str) -> str:

@@ -87,7 +87,17 @@ class EvalConfig(StrictConfig):
     )
     system_prompt: str | None = Field(SHOPBENCH_SYSTEM_PROMPT, description="the official baselines' system prompt")
     chat_template: bool | None = Field(None, description="apply the model's chat template (default: when it has one)")
-    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="weights' precision")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="weights' precision (auto: bfloat16 on a GPU that has it, else float32; bfloat16 on a CPU with "
+        "AMX ran twice as fast, with other answers: benchmarks/eval_throughput.py --options)",
+    )
+    int8: bool = Field(
+        False,
+        description="hf backend on a CPU: dynamic int8 weights for the linear layers (answers "
+        "differ: see benchmarks/eval_throughput.py --options)",
+    )
+    compile: bool = Field(False, description="hf backend: torch.compile the model (measured slower on a CPU)")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps")
     tensor_parallel_size: int = Field(1, ge=1, description="vllm backend: GPUs one model is split over (70B: 4-8)")
     gpu_memory_utilization: float = Field(
@@ -136,6 +146,8 @@ class EvalConfig(StrictConfig):
             raise ValueError("an ensemble is two or more adapters, given instead of --adapter")
         if self.mc_debias and self.mc_mode != "logits":
             raise ValueError("mc_debias works on option scores: it needs mc_mode logits")
+        if (self.int8 or self.compile) and self.backend != "hf":
+            raise ValueError("int8 and compile are settings of the hf backend")
         return self
 
     @field_validator("max_new_tokens")

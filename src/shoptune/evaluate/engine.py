@@ -120,6 +120,9 @@ class Engine:
         import torch
 
         self.torch, self.backend, self.width = torch, backend, width
+        # Waiting prompts join once this many slots are free: a few at a time prefill better together (a batch run
+        # of questions); a server sets 1, so that a request never waits for others' answers to end.
+        self.join_at = max(1, width // 4)
         self.model, self.device = backend.model, backend.device
         self.cache = SlotCache()
         self.running: list[Request] = []  # running[i] is in slot i
@@ -154,7 +157,7 @@ class Engine:
         with self.torch.inference_mode():  # the buffers are written in place, step after step
             ended = self._drop_cancelled()
             free = self.width - len(self.running)
-            if self.waiting and (free >= max(1, self.width // 4) or not self.running):
+            if self.waiting and (free >= self.join_at or not self.running):
                 ended += self._admit(self._next_waiting(free))
             if self.running:
                 ended += self._decode()
@@ -184,6 +187,7 @@ class Engine:
         for run in backend._runs(rows, backend.decode_run_cost(max(r.budget for r in requests))):
             logits, layers, keep = backend._prefill([rows[i] for i in run])
             longest = max(len(rows[i]) + requests[i].budget for i in run)
+            self.width = min(self.width, max(1, fitting(torch, layers, longest)))
             self.cache.reserve(torch, layers, min(self.width, len(self.running) + len(run)), longest)
             firsts = self._choose(logits, [requests[i] for i in run])
             for k, i in enumerate(run):
@@ -291,3 +295,23 @@ def stop_tokens(model: Any, tokenizer: Any) -> set[int]:
     if ends is None:
         ends = tokenizer.eos_token_id
     return set(ends if isinstance(ends, (list, tuple)) else [ends]) - {None}
+
+
+MEMORY_SHARE = 0.25  # of the memory free on the model's device when buffers are sized: what the slots may take
+
+
+def fitting(torch: Any, layers: Sequence[tuple[Any, Any]], length: int) -> int:
+    """How many slots of `length` positions fit in MEMORY_SHARE of the memory free now (the GPU's, or the machine's
+    RAM), so that a wide batch of long prompts on a large model never runs the device out of memory."""
+    key = layers[0][0]
+    per_slot = (
+        sum(k.shape[1] * k.shape[3] * k.element_size() + v.shape[1] * v.shape[3] * v.element_size() for k, v in layers)
+        * length
+    )
+    if key.device.type == "cuda":
+        free = torch.cuda.mem_get_info(key.device)[0]
+    else:
+        import os
+
+        free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    return int(free * MEMORY_SHARE // max(per_slot, 1))
