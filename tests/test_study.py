@@ -300,7 +300,7 @@ def test_ray_executor_gives_the_local_results(tiny_model, tmp_path, run_cli):
 
 @pytest.mark.slow
 def test_a_budget_curve_scores_kept_steps_of_one_run_beside_the_base_model(tiny_model, tmp_path, run_cli):
-    spec = write_spec(tmp_path, tiny_model, {"capability": ["one"]}, checkpoints=[2, 4])
+    spec = write_spec(tmp_path, tiny_model, {"capability": ["one"]}, checkpoints=[2])
     spec_text = json.loads(spec.read_text())
     spec_text["train"].update({"max_steps": 4, "save_steps": 3, "save_total_limit": 1})
     spec_text["eval"]["best_of"] = {"constrained": {"constrained": True}}
@@ -310,18 +310,33 @@ def test_a_budget_curve_scores_kept_steps_of_one_run_beside_the_base_model(tiny_
     out = tmp_path / "s"
     trained = next(out.glob("cells/*/train/train_summary.json")).parent
     # The kept steps outlive checkpoint rotation (save_total_limit 1, saves at 3): one adapter per listed step.
-    assert sorted(p.name for p in (trained / "steps").iterdir()) == ["step-2", "step-4"]
+    assert sorted(p.name for p in (trained / "steps").iterdir()) == ["step-2"]
     rows = json.loads((out / "budget.json").read_text())
-    assert [(r["set"], r["step"]) for r in rows] == [("development", 2), ("development", 4)]
+    assert [(r["set"], r["step"]) for r in rows] == [("development", 2), ("development", 4)]  # kept step, run's end
     results = pd.read_csv(out / "results.csv")
-    for r in rows:
-        cell = results[(results.design == f"one@{r['step']}") & (results.level == "overall")]
+    for r, design in zip(rows, ("one@2", "one"), strict=True):
+        cell = results[(results.design == design) & (results.level == "overall")]
         assert r["tuned"] == pytest.approx(cell[cell.eval_set == "development"].score.iloc[0])
         assert r["ci"][0] <= r["difference"] <= r["ci"][1] and r["settings"] in ("plain", "constrained")
         assert r["constant_upper_bound"] is not None
-    # The last kept step is the run's own final adapter: its answers are the trained cell's.
-    final = results[(results.design == "one") & (results.level == "overall") & (results.eval_set == "development")]
-    assert rows[-1]["tuned"] == pytest.approx(final.score.iloc[0])
     report = (out / "report.md").read_text()
     assert "## The training budget" in report and (out / "budget.png").is_file()
     assert "one@2" not in report.split("## The training budget")[0]  # kept out of the other sections
+
+
+def test_the_dry_run_estimates_a_model_it_has_no_rate_for_from_its_size(tiny_model, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    from shoptune.hub import parameter_count
+    from shoptune.study.runner import DEFAULT_PARAMETERS, plan_study
+
+    assert parameter_count(str(tiny_model)) == AutoModelForCausalLM.from_pretrained(tiny_model).num_parameters()
+    spec = write_spec(tmp_path, tiny_model, {"capability": ["one"]})
+    study = load_study(spec)
+    small = plan_study(study, tmp_path / "s")
+    default = plan_study(study.model_copy(update={"models": ["default"]}), tmp_path / "s")
+    ratio = parameter_count(str(tiny_model)) / DEFAULT_PARAMETERS
+    for mine, theirs in zip(small, default, strict=True):
+        assert mine["seconds"] == pytest.approx(theirs["seconds"] * ratio)
+    unknown = plan_study(study.model_copy(update={"models": ["Some/Model-7B"]}), tmp_path / "s")
+    assert all(row["seconds"] is None for row in unknown)  # no weights here to count: no estimate

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 import sys
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
@@ -145,9 +146,10 @@ def _options(cls: type[BaseModel], prefix: tuple[str, ...], only: Collection[str
         extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
         flag = "--" + str(extra.get("option") or "-".join(keys).replace("_", "-"))
         names = [flag, *extra.get("aliases", [])]  # type: ignore[misc]
-        help_text = escape(field.description or "")  # "shoptune[vllm]" is text, not markup
-        default = None if field.default_factory is not None else field.default
-        shown: bool | str = False if default is None else str(default)
+        help_text, dynamic = _default_of(escape(field.description or ""))  # "shoptune[vllm]" is text, not markup
+        default = None if field.default_factory is not None or field.is_required() else field.default
+        # One style of default, typer's "[default: X]": a setting's own, or the one its description names.
+        shown: bool | str = dynamic or (False if default is None else str(default))
         param = "opt_" + "_".join(keys)
         convert: Callable[[Any], Any] = _same
         if inner is bool:
@@ -168,8 +170,16 @@ def _options(cls: type[BaseModel], prefix: tuple[str, ...], only: Collection[str
         yield _Option(param, keys, _keyword(param, Annotated[kind, option]), convert)
         if optional and default is not None and inner is not bool:  # a setting that may be switched off
             off = f"no_{param}"
-            flag_off = typer.Option(f"--no-{flag[2:]}", help=f"none: {help_text}")
+            flag_off = typer.Option(f"--no-{flag[2:]}", help=f"no {flag[2:].replace('-', ' ')} ({help_text})")
             yield _Option(off, keys, _keyword(off, Annotated[bool, flag_off], False), _none_if_set)
+
+
+def _default_of(description: str) -> tuple[str, str | None]:
+    """A description without the "(default: ...)" it ends with, and that default, shown as typer shows others."""
+    found = re.search(r"\s*\(default: ([^()]*)\)$", description)
+    if found is None:
+        return description, None
+    return description[: found.start()], found.group(1)
 
 
 def _keyword(name: str, annotation: Any, default: Any = None) -> inspect.Parameter:
@@ -403,7 +413,8 @@ def data_build(
     out: Annotated[Path, typer.Option(help="folder for the dataset (save_to_disk) and manifest.json")],
     overrides: dict[str, Any],
     workers: Annotated[
-        int | None, typer.Option(min=1, help="processes that build subtasks (default: all CPUs for large mixtures)")
+        int | None,
+        typer.Option(min=1, help="processes that build subtasks", show_default="all CPUs for large mixtures"),
     ] = None,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
@@ -539,7 +550,7 @@ def train_command(
         params = summary["parameters"]
         console.print(
             f"trainable parameters {params['trainable']:,} of {params['total']:,}; steps {summary['steps']}; "
-            f"held-out loss {summary['initial_eval_loss']} -> {summary['final_eval_loss']}"
+            f"validation loss {summary['initial_eval_loss']} -> {summary['final_eval_loss']}"
         )
         curve = summary.get("shopbench_validation") or []
         if curve:
@@ -554,7 +565,7 @@ def train_command(
 @app.command("download")
 def download_command(
     model: Annotated[str, typer.Argument(help="a Hugging Face hub id, e.g. Qwen/Qwen2-7B-Instruct")],
-    revision: Annotated[str | None, typer.Option(help="a branch, tag or commit (default: main)")] = None,
+    revision: Annotated[str | None, typer.Option(help="a branch, tag or commit", show_default="main")] = None,
 ) -> None:
     """Put a hub model into the local Hugging Face cache, so every later command runs offline with it."""
     from shoptune.hub import download
@@ -569,7 +580,7 @@ def merge_command(
     out: Annotated[Path, typer.Option(help="folder for the merged model")],
     model: Annotated[
         str | None,
-        typer.Option(help="base model (default: the adapter's own base, as its adapter_config.json names it)"),
+        typer.Option(help="base model", show_default="the adapter's own base, as its adapter_config.json names it"),
     ] = None,
     alpha: Annotated[
         float, typer.Option(help="0: the base weights, 1: the tuned ones; between: interpolated (wise-ft)")
@@ -593,10 +604,12 @@ def combine_command(
     adapters: Annotated[list[Path], typer.Argument(help="two or more PEFT adapter folders of one base model")],
     out: Annotated[Path, typer.Option(help="folder for the combined adapter")],
     method: Annotated[str, typer.Option(help="; ".join(f"{k}: {v.help}" for k, v in METHODS.items()))] = "linear",
-    weight: Annotated[list[float] | None, typer.Option(help="one per adapter, in order (default: 1/n each)")] = None,
+    weight: Annotated[
+        list[float] | None, typer.Option(help="one per adapter, in order", show_default="1/n each")
+    ] = None,
     density: Annotated[float, typer.Option(help="ties and dare: the fraction of each update kept")] = 0.5,
     model: Annotated[
-        str | None, typer.Option(help="base model (default: the first adapter's own base, as its config names it)")
+        str | None, typer.Option(help="base model", show_default="the first adapter's own base, as its config names it")
     ] = None,
     allow_download: Annotated[
         bool, typer.Option(help="let a hub id be fetched when it is not in the local cache")
@@ -629,7 +642,7 @@ def study_run(
     overrides: dict[str, Any],
     executor: Annotated[str, typer.Option(help="local (one cell after another) or ray (one cell per GPU)")] = "local",
     ray_address: Annotated[
-        str | None, typer.Option(help="ray executor: the cluster's address (default: local)")
+        str | None, typer.Option(help="ray executor: the cluster's address", show_default="local")
     ] = None,
     dry_run: Annotated[
         bool, typer.Option(help="list the cells, what each trains and scores, and a rough time; run nothing")
@@ -672,8 +685,38 @@ def _show_plan(cells: list[dict[str, Any]]) -> None:
     todo = sum(not c["done"] for c in cells)
     console.print(
         f"{len(cells)} cell(s), {todo} to run, roughly {total / 60:.0f} min "
-        "(rates of SmolLM2-135M on 2 CPU cores; other models and machines differ: '?')"
+        "(rates measured with SmolLM2-135M on 2 CPU cores, scaled by size for other models; other machines differ; "
+        "'?': a model whose weights are not here to count)"
     )
+
+
+@study_app.command("show")
+def study_show(
+    out: Annotated[Path, typer.Argument(help="a study folder")],
+    as_json: Annotated[bool, typer.Option("--json", help="print a JSON list, one object per cell")] = False,
+) -> None:
+    """Every cell of a study: its design, rank and seed, whether it finished, where its adapter is, its scores."""
+    import json
+
+    from shoptune.study.results import cells_of
+
+    if not (out / "cells").is_dir():
+        raise ShoptuneError(f"{out}: not a study folder (no cells/); run `shoptune study run SPEC --out {out}`")
+    cells = cells_of(out)
+    if as_json:
+        print(json.dumps(cells, indent=2))
+        return
+    sets = sorted({name for cell in cells for name in cell["overall"] if "+" not in name})  # answered plainly
+    table = Table(title=f"study cells ({out})")
+    for column in ("cell", "design", "rank", "seed", "status", "adapter", *sets):
+        table.add_column(column, justify="right" if column in sets else "left")
+    for cell in cells:
+        adapter = str(Path(cell["adapter"]).relative_to(out)) if cell["adapter"] else "-"
+        scores = [f"{cell['overall'][name]:.4f}" if name in cell["overall"] else "-" for name in sets]
+        table.add_row(
+            cell["cell"], cell["design"], str(cell["rank"] or "-"), str(cell["seed"]), cell["status"], adapter, *scores
+        )
+    Console().print(table)
 
 
 @study_app.command("report")
@@ -691,11 +734,14 @@ def serve_command(
     model: Annotated[
         str | None,
         typer.Argument(
-            help="model name, .gguf file, folder or hub id (default: the adapter's base, else smollm2-135m-instruct)"
+            help="model name, .gguf file, folder or hub id",
+            show_default="the adapter's base, else smollm2-135m-instruct",
         ),
     ] = None,
     adapter: Annotated[str | None, typer.Option(help="PEFT LoRA adapter folder to apply")] = None,
-    name: Annotated[str | None, typer.Option(help="the model name clients send (default: the folder's name)")] = None,
+    name: Annotated[
+        str | None, typer.Option(help="the model name clients send", show_default="the folder's name")
+    ] = None,
     host: Annotated[str, typer.Option(help="address to listen on (beyond loopback, an API key is required)")] = (
         "127.0.0.1"
     ),

@@ -309,3 +309,27 @@ def _convert(gguf: Path, digest: str, folder: Path) -> None:
         tokenizer.save_pretrained(tmp)
         record = {"gguf": gguf.name, "sha256": digest, "bytes": gguf.stat().st_size, "dtype": "float32"}
         (tmp / CONVERTED).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+
+
+def parameter_count(model: str) -> int | None:
+    """A model's parameters, read from its safetensors files' headers (nothing loaded); None where the model is not
+    here in that format."""
+    import struct
+
+    try:
+        source = Path(resolve_model_source(model, allow_download=False))
+    except ShoptuneError:
+        return None
+    files = sorted(source.glob("*.safetensors")) if source.is_dir() else []
+    total = 0
+    for file in files:
+        with file.open("rb") as handle:
+            (size,) = struct.unpack("<Q", handle.read(8))
+            header = json.loads(handle.read(size))
+        for name, entry in header.items():
+            if name != "__metadata__":
+                count = 1
+                for dim in entry["shape"]:
+                    count *= dim
+                total += count
+    return total or None

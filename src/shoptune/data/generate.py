@@ -55,24 +55,30 @@ FENCE = re.compile(r"^```(?:json)?\s*|\s*```$")
 
 
 class GenerateSpec(StrictConfig):
-    name: str
-    model: str
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    subtasks: list[str] | None = None  # None: every subtask
-    examples_per_subtask: int = Field(100, ge=1)
-    attempts: int = Field(3, ge=1, le=20)
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
-    max_tokens: int = Field(768, ge=16)
-    concurrency: int = Field(8, ge=1, le=256)
+    name: str = Field(description="a name for this generation run")
+    model: str = Field(description="the teacher model, as the endpoint names it")
+    base_url: str | None = Field(None, description="the endpoint's /v1 URL (default: OpenAI's)")
+    api_key_env: str = Field("OPENAI_API_KEY", description="the variable that holds the endpoint's API key")
+    subtasks: list[str] | None = Field(None, description="subtasks to write examples of (default: every subtask)")
+    examples_per_subtask: int = Field(100, ge=1, description="examples asked of the teacher per subtask")
+    attempts: int = Field(3, ge=1, le=20, description="requests per example before an invalid reply is given up")
+    temperature: float = Field(0.7, ge=0.0, le=2.0, description="the teacher's sampling temperature")
+    max_tokens: int = Field(768, ge=16, description="tokens the teacher may write per reply")
+    concurrency: int = Field(8, ge=1, le=256, description="requests in flight at once")
     timeout: float = Field(60.0, gt=0, description="seconds to wait for one reply (connecting: 10 s at most)")
     max_retries: int = Field(2, ge=0, le=20, description="retries of a failed request, with backoff")
     max_requests: int | None = Field(None, ge=1, description="stop making requests after this many (cached: free)")
-    seed: int = 0
-    raw_dir: Path | None = Path("data/raw")  # demonstrations come from here; None: none
-    price_per_1k_prompt_tokens: float = Field(0.0, ge=0)
-    price_per_1k_completion_tokens: float = Field(0.0, ge=0)
-    cache_dir: Path | None = None  # default: DIR/cache
+    seed: int = Field(0, description="draws the demonstrations and seeds the teacher's sampling")
+    raw_dir: Path | None = Field(
+        Path("data/raw"), description="raw data the teacher's demonstrations are drawn from (none: no demonstration)"
+    )
+    price_per_1k_prompt_tokens: float = Field(
+        0.0, ge=0, description="for the cost estimate: price of 1,000 prompt tokens"
+    )
+    price_per_1k_completion_tokens: float = Field(
+        0.0, ge=0, description="for the cost estimate: price of 1,000 completion tokens"
+    )
+    cache_dir: Path | None = Field(None, description="where replies are cached (default: DIR/cache)")
 
     def selected(self) -> list[Subtask]:
         known = all_subtasks()

@@ -20,8 +20,10 @@ class NearDuplicates(StrictConfig):
     estimated by MinHash with num_perm permutations (more: a closer estimate, a slower build), reaches the
     threshold."""
 
-    threshold: float = Field(0.9, gt=0.0, le=1.0)
-    num_perm: int = Field(64, ge=16, le=512)
+    threshold: float = Field(
+        0.9, gt=0.0, le=1.0, description="the word 3-gram Jaccard similarity that removes a prompt"
+    )
+    num_perm: int = Field(64, ge=16, le=512, description="MinHash permutations (more: a closer estimate, slower)")
 
 
 # A name becomes a folder name (in studies): letters, digits, dot, dash, underscore; no path, no hidden file.
@@ -29,34 +31,51 @@ SAFE_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
 
 
 class MixtureSpec(StrictConfig):
-    name: str = Field(pattern=SAFE_NAME)
-    seed: int = 0
-    raw_dir: Path = Path("data/raw")  # like every path in a spec file: relative to the file's folder
-    capabilities: list[Capability] = Field(default_factory=lambda: list(Capability))
-    subtasks: list[str] | None = None  # restricts within the capabilities; None = all of theirs
-    examples_per_subtask: int = Field(1500, ge=1)
-    weights: dict[str, float] = Field(default_factory=dict)  # subtask -> multiplier of examples_per_subtask
-    validation_per_subtask: int = Field(50, ge=0)
-    # Where a source has fewer distinct examples than examples_per_subtask, sample them again (with
-    # replacement) to reach the size; off, a subtask simply contributes what its source supports.
-    repeat: bool = False
-    # JSON Lines of examples (teacher output, say): all of those of selected subtasks join the training split,
-    # on top of examples_per_subtask, after the same cleaning.
-    extra_examples: list[Path] = Field(default_factory=list)
-    # Multiple choice: move each example's right option so that, per subtask and number of options, every position
-    # is the answer equally often (data.options), so that a model cannot learn a favourite label instead of reading.
-    balance_answers: bool = True
-    decontaminate: list[Path] = Field(default_factory=list)  # evaluation sets no example may overlap
-    ngram: int = Field(13, ge=3, le=50)
+    name: str = Field(pattern=SAFE_NAME, description="the mixture's name (letters, digits, . - _)")
+    seed: int = Field(0, description="draws every example, the splits and the order")
+    raw_dir: Path = Field(
+        Path("data/raw"), description="the raw data folder (in a spec file, like every path: from the file's folder)"
+    )
+    capabilities: list[Capability] = Field(
+        default_factory=lambda: list(Capability), description="capabilities whose subtasks join (default: all four)"
+    )
+    subtasks: list[str] | None = Field(
+        None, description="only these subtasks, within the capabilities (default: all of theirs)"
+    )
+    examples_per_subtask: int = Field(1500, ge=1, description="training examples drawn per subtask")
+    weights: dict[str, float] = Field(
+        default_factory=dict, description="SUBTASK=W: a subtask's multiplier of examples_per_subtask"
+    )
+    validation_per_subtask: int = Field(50, ge=0, description="examples per subtask held for the validation split")
+    repeat: bool = Field(
+        False,
+        description="where a source has fewer distinct examples than asked, draw them again to reach the size (off: "
+        "a subtask gives what its source supports)",
+    )
+    extra_examples: list[Path] = Field(
+        default_factory=list,
+        description="JSON Lines of examples (a teacher's, say) that join the training split, after the same cleaning",
+    )
+    balance_answers: bool = Field(
+        True,
+        description="multiple choice: move each right option so that, per subtask and number of options, every "
+        "position is the answer equally often (so no favourite label can be learnt)",
+    )
+    decontaminate: list[Path] = Field(default_factory=list, description="evaluation sets no example may overlap")
+    ngram: int = Field(13, ge=3, le=50, description="word n-grams shared with an evaluation set that contaminate")
     near_duplicates: NearDuplicates | None = Field(default_factory=NearDuplicates)
-    # An allow-list of licence ids (`shoptune tasks list` shows each subtask's): subtasks with data under any
-    # other licence are left out, and so are extra examples that do not carry an allowed one. None: any licence.
-    licences: list[str] | None = None
-    # A shop's own tables (sources files, see sources.mapped): every selected subtask they feed is built from them
-    # too, as a part of its own that carries the entries' source ids and licences.
-    sources: list[Path] = Field(default_factory=list)
-    source_weights: dict[str, float] = Field(default_factory=dict)  # source id -> multiplier of its parts' size
-    own_data_only: bool = False  # build from the sources files alone, not from raw_dir
+    licences: list[str] | None = Field(
+        None,
+        description="an allow-list of licence ids (`shoptune tasks list` shows each subtask's); data under others are "
+        "left out (default: any licence)",
+    )
+    sources: list[Path] = Field(
+        default_factory=list, description="sources files mapping a shop's own tables (see the README's 'Your own data')"
+    )
+    source_weights: dict[str, float] = Field(
+        default_factory=dict, description="SOURCE=W: a source's multiplier of the size of the parts it feeds"
+    )
+    own_data_only: bool = Field(False, description="build from the sources files alone, not from raw_dir")
 
     @field_validator("capabilities", mode="before")
     @classmethod

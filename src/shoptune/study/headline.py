@@ -212,10 +212,15 @@ def budget(out: Path, table: pd.DataFrame, sets: dict[str, Path], found: dict[st
     """The budget curve: each kept step of a training run (the `checkpoints` cells), tuned-best minus base-best
     with its paired interval and plain minus plain, on every set, beside the no-model baselines."""
     overall = table[table.level == "overall"]
-    steps = overall[overall.groups == BUDGET]
+    kept = overall[overall.groups == BUDGET]
     base = overall[overall.design == "base"]
-    if steps.empty or base.empty:
+    if kept.empty or base.empty:
         return []
+    step_of = {cell: int(design.rsplit("@", 1)[1]) for cell, design in zip(kept.cell, kept.design, strict=True)}
+    for cell in kept.cell.unique():  # the run's own end is a point of its curve too
+        parent = read_state(out / "cells" / cell / "result.json")["cell"]["parts"][0]
+        step_of[parent] = int((read_state(out / "cells" / parent / "result.json").get("train") or {})["steps"])
+    steps = overall[overall.cell.isin(step_of)]
     score = overall.set_index(["cell", "eval_set"]).score
     base_cell = base.cell.iloc[0]
     base_choice = choice_of(out, base_cell)["best"]
@@ -232,7 +237,7 @@ def budget(out: Path, table: pd.DataFrame, sets: dict[str, Path], found: dict[st
             rows.append(
                 {
                     "set": eval_set,
-                    "step": int(r.design.rsplit("@", 1)[1]),
+                    "step": step_of[r.cell],
                     "cell": r.cell,
                     "settings": chosen,
                     "tuned": float(score[(r.cell, eval_set)]),

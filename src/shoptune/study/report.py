@@ -22,7 +22,7 @@ from shoptune.schema import read_examples
 from shoptune.study import compare
 from shoptune.study.compare import question_scores
 from shoptune.study.headline import budget, budget_lines, headline, headline_lines, validation_used
-from shoptune.study.results import load_table
+from shoptune.study.results import cells_of, load_table
 from shoptune.study.runner import VALIDATION, eval_sets
 from shoptune.study.spec import BUDGET, StudySpec, scored_name
 from shoptune.tasks.registry import short_name, track_order
@@ -396,6 +396,26 @@ def curve_lines(curves: dict[str, list[dict[str, Any]]], out: Path) -> list[str]
     return [*lines, ""]
 
 
+def cell_lines(out: Path) -> list[str]:
+    """Every cell, and where its adapter is (`shoptune study show` prints the same)."""
+    cells = cells_of(out)
+    lines = [
+        "## Cells",
+        "",
+        "Each cell's folder is `cells/<cell>/`; its tuned adapter (or model) is where the adapter column says.",
+        "",
+        "| cell | design | rank | seed | status | adapter |",
+        "| --- | --- | ---: | ---: | --- | --- |",
+    ]
+    for cell in cells:
+        adapter = f"`{Path(cell['adapter']).relative_to(out)}`" if cell["adapter"] else "-"
+        lines.append(
+            f"| {cell['cell']} | {cell['design']} | {cell['rank'] or '-'} | {cell['seed']} | {cell['status']} | "
+            f"{adapter} |"
+        )
+    return [*lines, ""]
+
+
 def write_report(out: Path) -> Path:
     import yaml
 
@@ -490,6 +510,7 @@ def write_report(out: Path) -> Path:
             bars.rename(index=short_name).round(4).astype(object).where(bars.notna().to_numpy(), "-").to_markdown(),
             "",
         ]
+    lines += cell_lines(out)
     steps = paired_steps(out, table, eval_set, data_path)
     if steps:  # the section needs two designs in a progression
         lines += [

@@ -10,6 +10,8 @@ import pandas as pd
 
 from shoptune.evaluate.scoring import Scores
 from shoptune.files import read_state
+from shoptune.study.runner import adapter_of
+from shoptune.study.spec import Cell
 
 COLUMNS = [
     "cell",
@@ -72,3 +74,26 @@ def write_table(out: Path) -> pd.DataFrame:
         write(tmp, index=False)
         os.replace(tmp, out / name)
     return table
+
+
+def cells_of(out: Path) -> list[dict[str, Any]]:
+    """Every cell of a study folder: what it is, whether it finished, and where its adapter (or model) is."""
+    rows = []
+    for path in sorted((out / "cells").glob("*/cell.json")):
+        folder = path.parent
+        cell = read_state(path)
+        result = read_state(folder / "result.json") if (folder / "result.json").is_file() else None
+        status = "done" if result else ("failed" if (folder / "error.json").is_file() else "not finished")
+        rows.append(
+            {
+                "cell": cell["key"],
+                "model": cell["model"],
+                "design": cell["design"],
+                "rank": cell.get("rank"),
+                "seed": cell.get("seed"),
+                "status": status,
+                "adapter": adapter_of(out, Cell(**cell)),
+                "overall": {name: raw["overall"] for name, raw in (result or {}).get("scores", {}).items()},
+            }
+        )
+    return rows

@@ -28,6 +28,7 @@ from shoptune.evaluate.during_training import validator_for
 from shoptune.evaluate.runner import run_eval, shared_backends
 from shoptune.evaluate.selection import select
 from shoptune.files import atomic_write_text, read_state
+from shoptune.hub import parameter_count
 from shoptune.runs import Layout, RunFolder
 from shoptune.schema import read_examples, write_jsonl
 from shoptune.study.spec import CHECKPOINT, PLAIN, Cell, StudySpec, expand, scored_name
@@ -111,6 +112,19 @@ def choose_settings(
     return {"set": str(split), "scores": scores, "best": best}
 
 
+def adapter_of(out: Path, cell: Cell) -> Path | None:
+    """Where a cell's tuned weights are: its training's adapter (the tuned model, for full fine-tuning), a
+    combination's adapter, a kept step's; None for the base model and an ensemble (its parts' adapters)."""
+    folder = out / "cells" / cell.key
+    if cell.method == CHECKPOINT:
+        return out / "cells" / cell.parts[0] / "train" / STEPS / f"step-{cell.step}"
+    if cell.parts and cell.method != "ensemble":
+        return folder / "adapter"
+    if cell.mixture is not None and not cell.parts:
+        return folder / "train" / "adapter"
+    return None
+
+
 def run_cell(cell: Cell, study: StudySpec, out: Path, progress: bool) -> dict[str, Any]:
     folder = out / "cells" / cell.key
     sets = eval_sets(study, out)
@@ -119,15 +133,16 @@ def run_cell(cell: Cell, study: StudySpec, out: Path, progress: bool) -> dict[st
         ensemble = parts_adapters(cell, out)
         summary = {}
     elif cell.method == CHECKPOINT:
-        kept = out / "cells" / cell.parts[0] / "train" / STEPS / f"step-{cell.step}"
-        if not kept.is_dir():
+        kept = adapter_of(out, cell)
+        if kept is None or not kept.is_dir():
             raise ShoptuneError(f"{cell.design}: the training of cell {cell.parts[0]} kept no adapter at this step")
         adapter, summary = str(kept), {}
     elif cell.parts:
         assert cell.method is not None
-        adapter = str(folder / "adapter")
-        combine_adapters(cell.model, parts_adapters(cell, out), folder / "adapter", cell.method, density=study.density)
-        summary = {}
+        made = adapter_of(out, cell)
+        assert made is not None
+        combine_adapters(cell.model, parts_adapters(cell, out), made, cell.method, density=study.density)
+        adapter, summary = str(made), {}
     elif cell.mixture is not None:
         mixture = mixture_for(cell, out)
         settings = {
@@ -140,10 +155,11 @@ def run_cell(cell: Cell, study: StudySpec, out: Path, progress: bool) -> dict[st
         }
         config = TrainConfig.model_validate(settings)
         summary = train(config, folder / "train", progress=progress, validator=validator_for(config))
+        tuned = str(adapter_of(out, cell))
         if config.method == "full":  # the whole model was tuned: it is scored as a model of its own
-            model = str(folder / "train" / "adapter")
+            model = tuned
         else:
-            adapter = str(folder / "train" / "adapter")
+            adapter = tuned
         if study.eval.validation and (mixture / VALIDATION_JSONL).stat().st_size:  # none: validation_per_subtask 0
             sets[VALIDATION] = mixture / VALIDATION_JSONL
     else:
@@ -251,10 +267,21 @@ def _run_ray(todo: list[Cell], study: StudySpec, out: Path, bar: tqdm, address: 
             ray.shutdown()
 
 
-# Rough rates of the default model (SmolLM2-135M) on 2 CPU cores, from the README main job: a training step of 8
-# examples, and one question answered. Only for --dry-run's estimate; other models get none.
+# Rates of the default model (SmolLM2-135M, 134.5M parameters) on 2 CPU cores, measured on the README's main job
+# (2026-12-05: base cell 211 s, tuned cell 623 s of which 357 s training): a training step of 8 examples (the
+# validation answered during training included), and one question answered. Only for --dry-run's estimate; another
+# model's is scaled by its size (its parameters against the default's), where its weights are here to count.
 SECONDS_PER_STEP_OF_8 = 5.6
-SECONDS_PER_QUESTION = 0.9
+SECONDS_PER_QUESTION = 0.2
+DEFAULT_PARAMETERS = 134.5e6
+
+
+def size_against_default(model: str, study: StudySpec) -> float | None:
+    """How many times the default model's parameters a model has (1 for the default itself), None if unknown."""
+    if Path(model) == Path(study.model_path("default")):
+        return 1.0
+    count = parameter_count(model)
+    return None if count is None else count / DEFAULT_PARAMETERS
 
 
 def validation_size(cell: Cell, study: StudySpec) -> int:
@@ -274,6 +301,7 @@ def plan_study(study: StudySpec, out: Path) -> list[dict[str, Any]]:
         questions[name] = len(chosen.indices)
     variants = 1 + len(study.eval.variants)
     rows = []
+    sizes: dict[str, float | None] = {}
     for cell in expand(study):
         steps = None
         trains = "nothing (base model)" if not cell.parts else f"{cell.method} of {len(cell.parts)} adapters"
@@ -300,10 +328,11 @@ def plan_study(study: StudySpec, out: Path) -> list[dict[str, Any]]:
             scores += f"; answering settings chosen on validation among {1 + len(study.eval.best_of)}, then used too"
             # The chosen settings re-answer about half of each set; plain and each candidate, a validation split.
             asked += sum(questions.values()) // 2 + validation_size(cell, study) * 2
-        seconds = None  # a model other than the default, or a budget in epochs: no estimate
-        if Path(cell.model) == Path(study.model_path("default")) and (steps is None or steps > 0):
+        seconds = None  # a model whose size is unknown here, or a budget in epochs: no estimate
+        scale = sizes.setdefault(cell.model, size_against_default(cell.model, study))
+        if scale is not None and (steps is None or steps > 0):
             per_step = SECONDS_PER_STEP_OF_8 * int(study.train.get("batch_size", 8)) / 8
-            seconds = (steps or 0) * per_step + asked * SECONDS_PER_QUESTION
+            seconds = ((steps or 0) * per_step + asked * SECONDS_PER_QUESTION) * scale
         rows.append(
             {
                 "key": cell.key,

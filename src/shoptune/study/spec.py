@@ -71,15 +71,19 @@ class EvalSettings(StrictConfig):
 
 
 class StudySpec(StrictConfig):
-    name: str = Field(pattern=SAFE_NAME)
-    models: list[str] = Field(default_factory=lambda: ["default"])  # "default": smollm2-135m-instruct
-    designs: dict[str, list[Path]]  # group ("capability" or "task") -> mixture specs, least to most diverse
-    ranks: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [16], min_length=1)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    name: str = Field(pattern=SAFE_NAME, description="the study's name (letters, digits, . - _)")
+    models: list[str] = Field(
+        default_factory=lambda: ["default"], description="base models (default: smollm2-135m-instruct)"
+    )
+    designs: dict[str, list[Path]]  # group ("capability", "task", "adapters") -> mixture specs, least to most diverse
+    ranks: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [16], min_length=1, description="LoRA ranks, every design trained at each"
+    )
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1, description="seeds, every cell run with each")
     mixture: dict[str, Any] = Field(default_factory=dict)  # overrides for every mixture (sizes, say)
     train: dict[str, Any] = Field(default_factory=dict)  # TrainConfig settings for every cell
     eval: EvalSettings = Field(default_factory=EvalSettings)
-    include_base: bool = True  # score each base model untrained, as the reference
+    include_base: bool = Field(True, description="score each base model untrained, as the reference")
     # Training steps at which each trained cell's adapter is also scored, as a cell of its own (design "all@128"):
     # the budget curve, from one training run. Each must be at most train.max_steps.
     checkpoints: list[Annotated[int, Field(ge=1)]] = Field(default_factory=list)

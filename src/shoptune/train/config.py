@@ -53,14 +53,16 @@ class TrainConfig(StrictConfig):
     model: str = Field(DEFAULT_MODEL, description="base model: name, .gguf file, folder or hub id")
     mixture: Path | None = Field(None, description="a mixture: a `shoptune data build` folder or a mixture spec")
     data: Path | None = Field(None, description="or ShopBench-format JSON Lines to train on")
-    eval_data: Path | None = Field(None, description="held-out JSON Lines (default: the mixture's validation split)")
+    eval_data: Path | None = Field(None, description="validation JSON Lines (default: the mixture's validation split)")
     method: Literal["lora", "qlora", "full"] = Field(
         "lora", description="qlora needs a CUDA GPU and bitsandbytes (pip install 'shoptune[gpu]')"
     )
     lora: LoraSettings = Field(default_factory=LoraSettings)
     max_length: int = Field(1024, ge=16, description="tokens per example; a longer prompt keeps its end")
     packing: bool = Field(True, description="lay a batch's examples end to end in one row (no padding)")
-    system_prompt: str | None = Field(SHOPBENCH_SYSTEM_PROMPT, description="the system prompt, as in evaluation")
+    system_prompt: str | None = Field(
+        SHOPBENCH_SYSTEM_PROMPT, description="the system prompt, as evaluation sends it (the official baselines')"
+    )
     chat_template: bool | None = Field(None, description="apply the model's chat template (default: when it has one)")
     learning_rate: float = Field(2e-4, gt=0, description="peak learning rate")
     lr_scheduler: Literal["cosine", "linear", "constant", "constant_with_warmup"] = Field(
@@ -90,11 +92,11 @@ class TrainConfig(StrictConfig):
     )
     bf16: Literal["auto", "on", "off"] = Field("auto", description="bfloat16 (auto: on a GPU that has it)")
     seed: int = Field(0, description="seeds the adapter's initial weights and the data order")
-    eval_steps: int = Field(50, ge=1, description="steps between held-out evaluations")
+    eval_steps: int = Field(50, ge=1, description="steps between evaluations on the validation split")
     save_steps: int = Field(50, ge=1, description="steps between checkpoints")
     save_total_limit: int = Field(2, ge=1, description="checkpoints kept")
     logging_steps: int = Field(10, ge=1, description="steps between log lines")
-    max_eval_examples: int = Field(256, ge=1, description="held-out examples evaluated (taken in turn per subtask)")
+    max_eval_examples: int = Field(256, ge=1, description="validation examples evaluated (taken in turn per subtask)")
     shopbench_eval_examples: int = Field(
         0,
         ge=0,
