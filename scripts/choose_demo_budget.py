@@ -31,6 +31,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--study", type=Path, default=ROOT / "configs" / "studies" / "demo.yaml")
     parser.add_argument("--lrs", default="5e-4,1e-3,2e-3")
+    parser.add_argument("--label-smoothing", default="0", help="label smoothing values to try (the loss's)")
     parser.add_argument("--steps", default="64")
     parser.add_argument("--out", type=Path, default=Path("runs/budget"))
     parser.add_argument("--json", type=Path)
@@ -41,47 +42,59 @@ def main() -> None:
     spec = load_config(MixtureSpec, spec_path, study.mixture)
     mixture = cached_mixture(spec, args.out / "mixture")
     rows = []
-    for steps in [int(s) for s in args.steps.split(",")]:
-        for lr in [float(x) for x in args.lrs.split(",")]:
-            settings = {
-                **study.train,
-                "model": study.model_path(study.models[0]),
-                "mixture": str(mixture),
-                "lora": {**study.train.get("lora", {}), "rank": study.ranks[0]},
-                "learning_rate": lr,
-                "max_steps": steps,
-            }
-            config = TrainConfig.model_validate(settings)
-            folder = args.out / f"lr{lr:g}-steps{steps}"
-            summary = train(config, folder, progress=False, validator=validator_for(config))
-            row = {
-                "learning_rate": lr,
-                "steps": steps,
-                "batch_size": settings["batch_size"],
-                "rank": study.ranks[0],
-                "initial_validation_loss": summary["initial_eval_loss"],
-                "validation_loss": summary["final_eval_loss"],
-                "train_seconds": summary["train_seconds"],
-                "validation_examples": summary["eval_examples"],
-                "validation_shopbench": summary["shopbench_validation"],
-            }
-            rows.append(row)
-            print(
-                f"lr {lr:g}, {steps} steps x {row['batch_size']}: validation loss {row['initial_validation_loss']:.3f} "
-                f"-> {row['validation_loss']:.3f} ({row['validation_examples']} examples), "
-                f"{row['train_seconds']:.0f} s training; validation ShopBench by step: "
-                + (", ".join(f"{p['step']}: {p['overall']:.4f}" for p in row["validation_shopbench"]) or "none"),
-                flush=True,
-            )
+    grid = [
+        (int(steps), float(lr), float(smoothing))
+        for steps in args.steps.split(",")
+        for lr in args.lrs.split(",")
+        for smoothing in args.label_smoothing.split(",")
+    ]
+    for steps, lr, smoothing in grid:
+        settings = {
+            **study.train,
+            "model": study.model_path(study.models[0]),
+            "mixture": str(mixture),
+            "lora": {**study.train.get("lora", {}), "rank": study.ranks[0]},
+            "learning_rate": lr,
+            "max_steps": steps,
+            "label_smoothing": smoothing,
+        }
+        config = TrainConfig.model_validate(settings)
+        folder = args.out / (f"lr{lr:g}-steps{steps}" + (f"-smoothing{smoothing:g}" if smoothing else ""))
+        summary = train(config, folder, progress=False, validator=validator_for(config))
+        row = {
+            "learning_rate": lr,
+            "label_smoothing": smoothing,
+            "steps": steps,
+            "batch_size": settings["batch_size"],
+            "rank": study.ranks[0],
+            "initial_validation_loss": summary["initial_eval_loss"],
+            "validation_loss": summary["final_eval_loss"],
+            "train_seconds": summary["train_seconds"],
+            "validation_examples": summary["eval_examples"],
+            "validation_shopbench": summary["shopbench_validation"],
+        }
+        rows.append(row)
+        print(
+            f"lr {lr:g}, label smoothing {smoothing:g}, {steps} steps x {row['batch_size']}: "
+            f"validation loss {row['initial_validation_loss']:.3f} "
+            f"-> {row['validation_loss']:.3f} ({row['validation_examples']} examples), "
+            f"{row['train_seconds']:.0f} s training; validation ShopBench by step: "
+            + (", ".join(f"{p['step']}: {p['overall']:.4f}" for p in row["validation_shopbench"]) or "none"),
+            flush=True,
+        )
     lowest = min(rows, key=lambda r: r["validation_loss"])
     print(f"lowest validation loss: lr {lowest['learning_rate']:g}, {lowest['steps']} steps")
-    scored = [(p["overall"], r["learning_rate"], p["step"]) for r in rows for p in r["validation_shopbench"]]
-    scored = [t for t in scored if t[2] > 0]  # step 0 is the untuned model
+    scored = [
+        (p["overall"], r["learning_rate"], r["label_smoothing"], p["step"])
+        for r in rows
+        for p in r["validation_shopbench"]
+        if p["step"] > 0  # step 0 is the untuned model
+    ]
     best = None
     if scored:
-        score, lr, step = max(scored, key=lambda t: (t[0], -t[2]))  # the earlier step on a tie
-        best = {"learning_rate": lr, "step": step, "validation_shopbench": score}
-        print(f"best validation ShopBench score: {score:.4f} at lr {lr:g}, step {step}")
+        score, lr, smoothing, step = max(scored, key=lambda t: (t[0], -t[3]))  # the earlier step on a tie
+        best = {"learning_rate": lr, "label_smoothing": smoothing, "step": step, "validation_shopbench": score}
+        print(f"best validation ShopBench score: {score:.4f} at lr {lr:g}, label smoothing {smoothing:g}, step {step}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         found = {"runs": rows, "lowest": lowest, "best_shopbench": best}

@@ -9,7 +9,11 @@ check (`CHECK name: PASS|FAIL|SKIP detail (seconds)`):
   fsdp2          `accelerate launch` with configs/accelerate/fsdp.yaml on 1 process: a complete adapter
   zero3-save     `accelerate launch` with configs/accelerate/deepspeed_zero3.yaml on 1 process: the collective
                  save gives a complete adapter (DeepSpeed present), else SKIP
-  multi-gpu      what `shoptune train` does with the GPUs this machine has
+  engine         the continuous batch on the GPU: every answer equal to the one its prompt gets alone
+  families       every family of the test matrix (Llama 2/3, Qwen2, Mistral, Gemma, Phi-3, GPT-2) in bf16:
+                 generation, a constrained entity, multiple choice
+  multi-gpu      what `shoptune train` does with the GPUs this machine has; fails where the plan is not the
+                 expected one
 
 Run it through scripts/gpu_check.sh, which installs carried wheels first. The training data are ShopBench-format
 questions that ship in data/ (a mechanics check, not an experiment).
@@ -33,7 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS: list[tuple[str, str]] = []
 
 
-CHECK_SECONDS = 150  # each check's bound: six of them stay inside gpu_check.sh's outer bound, with the summary
+CHECK_SECONDS = 110  # each check's bound: all eight stay inside gpu_check.sh's outer bound, with the summary
 
 
 class CheckTimeout(Exception):
@@ -205,6 +209,41 @@ def main() -> int:
         launch("deepspeed_zero3.yaml", spec, work / "zero3")
         return trained(work / "zero3", "DEEPSPEED")
 
+    def engine() -> str:
+        """The continuous batch on the GPU: every answer the one the same prompt gets alone."""
+        from shoptune.evaluate.backends import HFBackend
+        from shoptune.schema import read_examples
+
+        questions = [ex.input_field for ex in read_examples(ROOT / "data" / "shopbench" / "development.json")]
+        backend = HFBackend(str(model), dtype="float32", device="cuda")
+        backend.width = 1
+        alone = backend.generate(questions, 24)
+        backend.width = 64
+        together = backend.generate(questions, 24)
+        same = sum(a == b for a, b in zip(alone, together, strict=True))
+        if same != len(questions):
+            raise AssertionError(f"{same} of {len(questions)} answers equal alone and in the continuous batch")
+        return f"{same}/{len(questions)} answers equal alone and in a continuous batch of 64"
+
+    def families() -> str:
+        """Every family of the test matrix (tests/helpers/families.py) on the GPU in bf16: render, answer, constrain."""
+        sys.path.insert(0, str(ROOT))
+        from shoptune.evaluate.backends import HFBackend
+        from shoptune.schema import TaskType
+        from tests.helpers.families import FAMILIES, build_family_model
+
+        question = "Which brand is named in this title?\nInput: blue kettle Acme 1.7 l\nOutput:"
+        done = []
+        for name in FAMILIES:
+            backend = HFBackend(str(build_family_model(name, work / "families" / name)), dtype="bfloat16")
+            backend.generate([question, "Describe a kettle."], 8)
+            entities = backend.generate([question], 12, TaskType.NER)[0]
+            if not all(part.strip() in question for part in entities.split(",")):
+                raise AssertionError(f"{name}: constrained entities {entities!r} are not spans of the question")
+            backend.choose(["Which colour is the sky?\n0. red\n1. blue\nAnswer: "])
+            done.append(name)
+        return ", ".join(done)
+
     def multi_gpu() -> str:
         from shoptune.train.distributed import plan_devices
 
@@ -224,6 +263,8 @@ def main() -> int:
         ("qlora", qlora),
         ("fsdp2", fsdp2),
         ("zero3-save", zero3),
+        ("engine", engine),
+        ("families", families),
         ("multi-gpu", multi_gpu),
     ):
         check(name, run)

@@ -197,12 +197,12 @@ def test_cut_batches_and_the_shared_prefix_give_the_answers_of_one_question_at_a
     backend = HFBackend(str(tiny_model))
     one_by_one = HFBackend(str(tiny_model))
     one_by_one._with_prefix = lambda rows: (one_by_one._pad(rows), None)  # no cached prefix, no padding
-    one_by_one._runs = lambda rows, cost: [[i] for i in range(len(rows))]
+    one_by_one.prefill_runs = lambda rows, cost: [[i] for i in range(len(rows))]
     rows = backend.tokenize([backend.render(ex.input_field) for ex in examples])
     lengths = sorted((len(r) for r in rows), reverse=True)
-    runs = backend._runs(rows, 16)
+    runs = backend.prefill_runs(rows, 16)
     assert sorted(i for run in runs for i in run) == list(range(len(rows))) and 1 < len(runs) < len(rows)
-    assert backend._runs(rows, 10**9) == [sorted(range(len(rows)), key=lambda i: -len(rows[i]))]
+    assert backend.prefill_runs(rows, 10**9) == [sorted(range(len(rows)), key=lambda i: -len(rows[i]))]
     padded = sum(max(len(rows[i]) for i in run) * len(run) for run in runs)
     assert padded < lengths[0] * len(rows)  # the cut saves padding
     _, cache = backend._with_prefix(rows[:8])

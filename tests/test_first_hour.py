@@ -243,11 +243,11 @@ def test_study_run_dry_run_lists_cells_and_a_rough_time_and_runs_nothing(tmp_pat
     )
     assert code == 0, err
     # Two ranks: the base cell and two trained ones, 10 steps each (the --set), at the default model's rough rates:
-    # 0.9 s a question, 5.6 s a step. A cell answers 672 questions plainly, about half again under its chosen
+    # 0.2 s a question, 5.6 s a step. A cell answers 672 questions plainly, about half again under its chosen
     # settings (336) and plain and each candidate on 72 validation questions (counted twice: 144); a trained one
     # also answers 36 validation questions before its first step and at its one evaluation (72). So
-    # (3 x 1152 + 2 x 72) x 0.9 + 20 x 5.6 = 3352 s.
-    assert "3 cell(s), 3 to run, roughly 56 min" in err and "base" in out
+    # (3 x 1152 + 2 x 72) x 0.2 + 20 x 5.6 = 832 s.
+    assert "3 cell(s), 3 to run, roughly 14 min" in err and "base" in out
     assert not (tmp_path / "s").exists()
 
 

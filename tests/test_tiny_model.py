@@ -18,7 +18,7 @@ def test_loads_with_auto_classes_and_is_small():
     for text in ("Küchenmaschine mit Rührschüssel", "電気ケトル 1.7L"):
         ids = tokenizer(text)["input_ids"]
         assert tokenizer.decode(ids, skip_special_tokens=True) == text  # byte-level: any script round-trips
-    assert (path / "README.md").read_text().startswith("# shoptune default model")
+    assert (path / "README.md").read_text().startswith("# shoptune-tiny-5m: the tiny model inside the package")
 
 
 @pytest.mark.slow

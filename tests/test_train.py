@@ -143,6 +143,14 @@ def test_the_loss_on_answer_positions_only_equals_the_models_own_loss(examples_f
         torch.testing.assert_close(
             answer_only_loss(model, dict(batch), num_items_in_batch=2 * answer_tokens), expected / 2
         )
+        # Label smoothing eps: (1 - eps) x the cross-entropy + eps x the mean over the vocabulary of -log p.
+        logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits[:, :-1].float()
+        targets = batch["labels"][:, 1:]
+        log_p = torch.log_softmax(logits[targets != -100], dim=-1)
+        uniform = -log_p.mean(dim=-1).mean()
+        torch.testing.assert_close(
+            answer_only_loss(model, dict(batch), label_smoothing=0.1), 0.9 * expected + 0.1 * uniform
+        )
 
 
 def test_a_capped_validation_set_covers_every_subtask(examples_file):

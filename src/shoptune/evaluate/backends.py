@@ -143,7 +143,7 @@ class HFBackend:
         self._prefix: tuple[Any, Any] | None = None  # (adapter and token ids, KV cache) of the shared prefix
         forward = getattr(self.model, "get_base_model", lambda: self.model)().forward
         # transformers renamed past_key_values to cache (5.x); the older name still works, with a warning
-        self._cache_arg = CACHE if CACHE in inspect.signature(forward).parameters else "past_key_values"
+        self.cache_arg = CACHE if CACHE in inspect.signature(forward).parameters else "past_key_values"
 
     @classmethod
     def from_config(cls, config: EvalConfig) -> HFBackend:
@@ -223,7 +223,7 @@ class HFBackend:
         run's rows spend apart from the rows of other runs (about DECODE_STEP_TOKENS each)."""
         return FORWARD_TOKENS + (min(budget, 8) * DECODE_STEP_TOKENS if self.device == "cpu" else 0)
 
-    def _prefill(self, rows: Sequence[Sequence[int]]) -> tuple[Any, list[tuple[Any, Any]], Any]:
+    def prefill(self, rows: Sequence[Sequence[int]]) -> tuple[Any, list[tuple[Any, Any]], Any]:
         """One forward pass over the rows (left-padded after the shared prefix, which is cached): the next-token
         logits of each, every layer's keys and values, and which of their positions are real tokens."""
         enc, cache = self._with_prefix(rows)
@@ -236,14 +236,14 @@ class HFBackend:
             "use_cache": True,
         }
         if cache is not None:
-            inputs[self._cache_arg] = cache
+            inputs[self.cache_arg] = cache
         with self.torch.inference_mode():
             out = self.model(**inputs, logits_to_keep=1)
         made = out[CACHE] if CACHE in out else out["past_key_values"]
         layers = [(layer.keys, layer.values) for layer in made.layers]
         return out.logits[:, -1, :], layers, enc["attention_mask"].bool()
 
-    def _runs(self, rows: Sequence[Sequence[int]], run_cost: int) -> list[list[int]]:
+    def prefill_runs(self, rows: Sequence[Sequence[int]], run_cost: int) -> list[list[int]]:
         """The batch's rows (longest first) cut into runs that each go through the model together. On a CPU every
         padding token costs like a real one, so a batch is cut where its padding would cost more than another run
         (`run_cost`, in prompt tokens); on a GPU a padded batch costs little more than its longest row."""
@@ -308,8 +308,8 @@ class HFBackend:
     def _option_scores(self, prompts: Sequence[str]) -> list[dict[str, float]]:
         rows = self.tokenize([self.render(p) for p in prompts])
         last: list[Any] = [None] * len(rows)
-        for run in self._runs(rows, FORWARD_TOKENS):
-            logits, _, _ = self._prefill([rows[i] for i in run])
+        for run in self.prefill_runs(rows, FORWARD_TOKENS):
+            logits, _, _ = self.prefill([rows[i] for i in run])
             for i, row in zip(run, logits.float(), strict=True):
                 last[i] = row
         out = []

@@ -184,8 +184,8 @@ class Engine:
         backend, torch = self.backend, self.torch
         ended = []
         rows = [r.ids for r in requests]
-        for run in backend._runs(rows, backend.decode_run_cost(max(r.budget for r in requests))):
-            logits, layers, keep = backend._prefill([rows[i] for i in run])
+        for run in backend.prefill_runs(rows, backend.decode_run_cost(max(r.budget for r in requests))):
+            logits, layers, keep = backend.prefill([rows[i] for i in run])
             longest = max(len(rows[i]) + requests[i].budget for i in run)
             self.width = min(self.width, max(1, fitting(torch, layers, longest)))
             self.cache.reserve(torch, layers, min(self.width, len(self.running) + len(run)), longest)
@@ -220,7 +220,7 @@ class Engine:
             attention_mask=mask[:, None, None, :],
             use_cache=True,
             logits_to_keep=1,
-            **{self.backend._cache_arg: cache},
+            **{self.backend.cache_arg: cache},
         )
         chosen = self._choose(out.logits[:, -1, :], self.running)
         self.lengths = [n + 1 for n in self.lengths]

@@ -70,6 +70,9 @@ class TrainConfig(StrictConfig):
     )
     warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0, description="share of the steps spent warming up")
     weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
+    label_smoothing: float = Field(
+        0.0, ge=0.0, lt=1.0, description="share of each answer token's target spread over the vocabulary"
+    )
     epochs: float = Field(1.0, gt=0, description="passes over the training examples")
     max_steps: int = Field(-1, ge=-1, description="stop after N optimiser steps (-1: epochs decide)")
     batch_size: int = Field(8, ge=1, description="examples per device and step")

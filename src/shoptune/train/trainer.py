@@ -228,12 +228,15 @@ def checkpoint_activations(model: Any, *, selective: bool) -> None:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
-def answer_only_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None) -> Any:
+def answer_only_loss(
+    model: Any, inputs: dict[str, Any], num_items_in_batch: Any = None, label_smoothing: float = 0.0
+) -> Any:
     """Next-token cross-entropy over the answer tokens, with the output layer applied at those positions only.
 
     Token t+1 is predicted at position t, so the kept positions are those whose next label is not -100;
     the sum is divided by the answer tokens of the whole accumulated batch when the Trainer counts them
-    (exact gradient accumulation), else by this batch's.
+    (exact gradient accumulation), else by this batch's. `label_smoothing` spreads that share of each target's
+    probability over the vocabulary (torch's cross-entropy), so a model is not pushed to certainty on a label.
     """
     import torch
 
@@ -243,7 +246,11 @@ def answer_only_loss(model: Any, inputs: dict[str, Any], num_items_in_batch: Any
     logits = model(**inputs, logits_to_keep=keep).logits.float()
     chosen = targets[:, keep]
     loss = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), chosen.reshape(-1), ignore_index=-100, reduction="sum"
+        logits.reshape(-1, logits.shape[-1]),
+        chosen.reshape(-1),
+        ignore_index=-100,
+        reduction="sum",
+        label_smoothing=label_smoothing,
     )
     count = num_items_in_batch if num_items_in_batch is not None else (chosen != -100).sum()
     return loss / count
@@ -257,6 +264,7 @@ def make_trainer(*args: Any, **kwargs: Any) -> Any:
         loss_is_scaled_for_ga = True  # divided by the accumulated batch's answer tokens, as the models' own loss is
         earlier_loss = 0.0  # the summed step losses before this session's first step (read from its checkpoint)
         validator: Validator | None = None  # ShopBench-scored answers at each evaluation (evaluate.during_training)
+        label_smoothing = 0.0  # the answer-only loss's (TrainConfig.label_smoothing)
 
         def _save_checkpoint(self, model: Any, trial: Any) -> None:
             """Each checkpoint also keeps the summed loss of every step so far, so a resumed run's train_loss is
@@ -290,7 +298,7 @@ def make_trainer(*args: Any, **kwargs: Any) -> Any:
         def compute_loss(
             self, model: Any, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch: Any = None
         ) -> Any:
-            loss = answer_only_loss(model, dict(inputs), num_items_in_batch)
+            loss = answer_only_loss(model, dict(inputs), num_items_in_batch, self.label_smoothing)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 # num_items_in_batch counts every process's answer tokens and DDP averages the gradients, so
                 # each process's share is scaled back up, exactly as Trainer does for a model's own loss.
@@ -442,6 +450,7 @@ def _train(
         data_collator=collator,
         processing_class=tokenizer,
     )
+    trainer.label_smoothing = config.label_smoothing
     if config.shopbench_eval_examples and held_out:
         if trainer.is_fsdp_enabled or trainer.is_deepspeed_enabled:
             raise ShoptuneError(
