@@ -72,6 +72,11 @@ def test_a_built_mixture_has_its_answers_balanced_per_subtask(tmp_path):
     assert info["multiple_choice_answers"] == {str(k): v for k, v in sorted(sum(by_task.values(), Counter()).items())}
     unbalanced = build_mixture(spec.model_copy(update={"balance_answers": False}), tmp_path / "raw-order")
     assert unbalanced["multiple_choice_answers"] != info["multiple_choice_answers"]
+    # The validation split is the sources' own, balanced or not: settings are chosen on the questions as posed.
+    validation = datasets.load_from_disk(str(tmp_path / "m"))["validation"]
+    as_posed = datasets.load_from_disk(str(tmp_path / "raw-order"))["validation"]
+    assert validation["input_field"] == as_posed["input_field"]
+    assert validation["output_field"] == as_posed["output_field"]
 
 
 def question(prompt: str, answer: int) -> dict:
@@ -103,3 +108,18 @@ def test_the_no_model_label_chosen_on_validation_is_computed_by_hand(tmp_path, r
     chosen = json.loads((tmp_path / "chosen" / "scores.json").read_text())["overall"]
     # One track, one task: the overall score is the task's accuracy, averaged over the four tracks' one present.
     assert (upper, chosen) == pytest.approx((2 / 4, 1 / 4))
+
+
+def test_label_shares_count_each_parsed_label_beside_the_truth():
+    from shoptune.evaluate.scoring import label_shares
+    from shoptune.schema import Example
+
+    options = "\n0. a\n1. b\n2. c\nAnswer: "
+    rows = [question(f"q{i}?{options}", a) for i, a in enumerate([0, 1, 1, 2])]
+    rows.append(question("say", 0) | {"task_type": "generation", "metric": "rougel", "is_multiple_choice": False})
+    rows[-1]["output_field"] = "x"
+    examples = [Example.model_validate(row) for row in rows]
+    # The truth over the four multiple-choice questions: 0 once, 1 twice, 2 once; generation is not counted.
+    assert label_shares(examples) == {"0": 0.25, "1": 0.5, "2": 0.25}
+    # A model that says 1 three times and something unreadable once: the skew and the unparsed share show.
+    assert label_shares(examples, ["1", " 1. b", "1", "the answer", "x"]) == {"1": 0.75, "other": 0.25}

@@ -260,6 +260,49 @@ def eval_score(
     _show_scores(score_file(data, predictions, out, load_config(EvalConfig, None, overrides)), out)
 
 
+@eval_app.command("compare")
+@config_options(EvalConfig, only=("embedding_models", "bootstrap", "seed", "tasks", "limit_per_task", "limit"))
+def eval_compare(
+    data: Annotated[Path, typer.Argument(help="ShopBench-format JSON Lines with the truth")],
+    first: Annotated[Path, typer.Argument(help='the first system\'s {"index": i, "response": s} JSON Lines')],
+    second: Annotated[Path, typer.Argument(help="the second system's, compared with the first")],
+    overrides: dict[str, Any],
+    json_file: Annotated[Path | None, typer.Option("--json", help="also write the comparison to this file")] = None,
+) -> None:
+    """Two systems' answers to the same questions: the second minus the first, overall and per track, with paired
+    bootstrap 95% intervals, and how each spreads its multiple-choice answers over the option labels."""
+    from shoptune.config import load_config
+    from shoptune.evaluate.runner import compare_files
+    from shoptune.tasks.registry import short_name
+
+    found = compare_files(data, first, second, load_config(EvalConfig, None, overrides), json_file)
+    console.print(found["selection"])
+    for side, count in found["missing"].items():
+        if count:
+            console.print(f"the {side} file has no answer to {count} question(s): scored as empty responses")
+    table = Table(title=f"second minus first ({found['questions']} questions, paired bootstrap 95%)")
+    for column in ("level", "first", "second", "difference", "95% CI"):
+        table.add_column(column, justify="left" if column == "level" else "right")
+    for level, r in found["levels"].items():
+        name = level if level == "overall" else short_name(level)
+        low, high = r["ci"]
+        shown = (f"{r['first']:.4f}", f"{r['second']:.4f}", f"{r['difference']:+.4f}", f"[{low:+.4f}, {high:+.4f}]")
+        table.add_row(name, *shown)
+    Console().print(table)
+    shares = found["mc_labels"]
+    if shares["truth"]:
+        labels = sorted({k for row in shares.values() for k in row}, key=lambda k: (k == "other", k))
+        table = Table(title="multiple-choice answers by label (share of questions)")
+        table.add_column("answers")
+        for label in labels:
+            table.add_column(label, justify="right")
+        for name, row in shares.items():
+            table.add_row(name, *(f"{row.get(label, 0.0):.2f}" for label in labels))
+        Console().print(table)
+    if json_file is not None:
+        console.print(f"wrote {json_file}")
+
+
 @eval_app.command("baseline")
 @config_options(EvalConfig, only=("embedding_models", "bootstrap", "seed"))
 def eval_baseline(

@@ -263,8 +263,8 @@ def split(spec: MixtureSpec, parts: Sequence[Part]) -> tuple[dict[str, pa.Table]
         name: table.take(np.asarray(rows, dtype=np.int64))
         for name, rows in (("train", train), ("validation", validation))
     }
-    if spec.balance_answers:
-        splits = {name: balanced(split_table, spec.seed) for name, split_table in splits.items()}
+    if spec.balance_answers:  # training only: validation measures the task as its sources pose it
+        splits["train"] = balanced(splits["train"], spec.seed)
     reasons = ("exact_duplicate", "near_duplicate", "contaminated")
     return splits, {reason: removed.get(reason, 0) for reason in reasons}
 

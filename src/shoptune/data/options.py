@@ -3,11 +3,12 @@
 A model tuned on multiple-choice examples whose right answers sit more often at some positions learns those
 positions: the untuned default model answers `1` to 269 of 270 held-out questions, the one tuned on the main job's
 mixture `1` to 184 (that mixture held 153, 142, 86 and 82 right answers at positions 0 to 3: the draws fall
-unevenly, and two-option subtasks answer only 0 or 1). So in a built mixture each multiple-choice example's options
-are reordered: the right option is moved to a position
+unevenly, and two-option subtasks answer only 0 or 1). So in a built mixture's training split each multiple-choice
+example's options are reordered: the right option is moved to a position
 chosen so that, within each subtask and number of options, every position is the answer equally often (counts
 differ by one at most). The options' texts are kept, only their places change (the right one swaps places with
-the one at its new position), and the answer label follows its option.
+the one at its new position), and the answer label follows its option. The validation split is left as its sources
+pose it: answering settings and the no-model label are chosen there, on the questions as a user meets them.
 
 Only a question whose options are one block of consecutive lines labelled 0, 1, 2, ... in order (ShopBench's
 layout, and every shipped subtask's) is reordered; any other is left as it is. A mixture's manifest counts its

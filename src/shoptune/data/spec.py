@@ -58,8 +58,9 @@ class MixtureSpec(StrictConfig):
     )
     balance_answers: bool = Field(
         True,
-        description="multiple choice: move each right option so that, per subtask and number of options, every "
-        "position is the answer equally often (so no favourite label can be learnt)",
+        description="multiple choice in the training split: move each right option so that, per subtask and number "
+        "of options, every position is the answer equally often (so no favourite label can be learnt); the "
+        "validation split keeps its sources' order",
     )
     decontaminate: list[Path] = Field(default_factory=list, description="evaluation sets no example may overlap")
     ngram: int = Field(13, ge=3, le=50, description="word n-grams shared with an evaluation set that contaminate")

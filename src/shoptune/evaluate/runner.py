@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from shoptune.config import dump_config
@@ -26,7 +27,7 @@ from shoptune.evaluate.config import EvalConfig
 from shoptune.evaluate.constraints import CONSTRAINED, constrainable
 from shoptune.evaluate.debias import debiased, label_prior
 from shoptune.evaluate.predictions import Journal, read_journal, read_predictions, write_predictions
-from shoptune.evaluate.scoring import Scores, aggregate, render_markdown, score_questions
+from shoptune.evaluate.scoring import Scores, aggregate, label_shares, paired_samples, render_markdown, score_questions
 from shoptune.evaluate.selection import Selection, select
 from shoptune.files import atomic_write_text, read_state
 from shoptune.provenance import provenance
@@ -313,6 +314,48 @@ def score_file(data: Path, predictions: Path, out: Path, config: EvalConfig) -> 
         scores = score_and_write(examples, answers, out, config)
         folder.write_record({"data": resolved(data), "predictions": resolved(predictions), **identity})
     return scores
+
+
+def compare_files(
+    data: Path, first: Path, second: Path, config: EvalConfig, json_out: Path | None = None
+) -> dict[str, Any]:
+    """`eval compare`: two systems' answers to the same questions (an old adapter and a new one, say), the second
+    minus the first overall and per track with paired bootstrap 95% intervals (the same resampled questions for
+    both), and the share of multiple-choice answers on each label beside the truth's."""
+    examples = read_examples(data)
+    chosen = select(examples, config.tasks, config.limit_per_task, config.limit)
+    kept = [examples[i] for i in chosen.indices]
+    systems, missing = [], []
+    for path in (first, second):
+        answers = read_predictions(path, len(examples))
+        systems.append([answers.get(i, "") for i in chosen.indices])
+        missing.append(sum(1 for i in chosen.indices if i not in answers))
+    scored = [score_questions(kept, answers, config.embedding_models) for answers in systems]
+    samples = paired_samples(scored, n_bootstrap=max(config.bootstrap, 1), seed=config.seed)
+    point = [aggregate(s, n_bootstrap=0) for s in scored]
+    levels = {}
+    for level, draws in samples.items():
+        values = [p.overall if level == "overall" else p.tracks[level] for p in point]
+        low, high = np.percentile(draws[1] - draws[0], [2.5, 97.5])
+        levels[level] = {"first": values[0], "second": values[1], "difference": values[1] - values[0],
+                         "ci": [float(low), float(high)]}  # fmt: skip
+    found = {
+        "data": resolved(data),
+        "first": resolved(first),
+        "second": resolved(second),
+        "questions": len(kept),
+        "missing": {"first": missing[0], "second": missing[1]},  # scored as empty responses, as `eval score` does
+        "selection": chosen.describe(),
+        "levels": levels,
+        "mc_labels": {
+            "truth": label_shares(kept),
+            "first": label_shares(kept, systems[0]),
+            "second": label_shares(kept, systems[1]),
+        },
+    }
+    if json_out is not None:
+        atomic_write_text(json_out, json.dumps(found, indent=2) + "\n")
+    return found
 
 
 def baseline_file(

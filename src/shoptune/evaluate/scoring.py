@@ -17,7 +17,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict
 
 from shoptune.errors import ShoptuneError
-from shoptune.evaluate.parsers import parse_response
+from shoptune.evaluate.parsers import parse_multiple_choice, parse_response
 from shoptune.metrics import SimilarityRequest, metric_def, micro_f1, sentence_similarity
 from shoptune.schema import Example, TaskType
 from shoptune.tasks.registry import short_name, track_order
@@ -240,3 +240,17 @@ def paired_overall_samples(
     systems: Sequence[Sequence[QuestionScore]], *, n_bootstrap: int = 1000, seed: int = 0
 ) -> np.ndarray:
     return paired_samples(systems, n_bootstrap=n_bootstrap, seed=seed)["overall"]
+
+
+def label_shares(examples: Sequence[Example], answers: Sequence[str] | None = None) -> dict[str, float]:
+    """The share of multiple-choice questions answered with each option label (the reference answers' shares when
+    no answers are given), so a model that learnt a label prior instead of the questions shows as a skew; `other`
+    is what the official parser reads as no label."""
+    idx = [i for i, ex in enumerate(examples) if ex.task_type is TaskType.MULTIPLE_CHOICE]
+    said = [str(examples[i].output_field) if answers is None else answers[i] for i in idx]
+    counts: dict[str, int] = {}
+    for response in said:
+        label = parse_multiple_choice(response)
+        key = str(label) if label >= 0 else "other"
+        counts[key] = counts.get(key, 0) + 1
+    return {key: counts[key] / len(idx) for key in sorted(counts, key=lambda k: (k == "other", k))} if idx else {}

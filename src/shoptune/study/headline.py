@@ -16,7 +16,7 @@ import pandas as pd
 
 from shoptune.evaluate.baselines import constant_answers
 from shoptune.evaluate.constraints import well_formed
-from shoptune.evaluate.scoring import aggregate, score_questions
+from shoptune.evaluate.scoring import aggregate, label_shares, score_questions
 from shoptune.files import read_state
 from shoptune.schema import Example, read_examples
 from shoptune.study.compare import answers_of, paired
@@ -94,6 +94,15 @@ def headline(
             pairs = {"plain": (eval_set, eval_set)}
             if (base_settings, tuned_settings) != (PLAIN, PLAIN):
                 pairs["best"] = (scored_name(eval_set, base_settings), scored_name(eval_set, tuned_settings))
+            entry["mc_labels"] = {"truth": label_shares(examples)} | {
+                name: label_shares(examples, answers_of(out, cell, label, examples))
+                for name, (cell, label) in {
+                    "base plain": (base_cell, eval_set),
+                    "base best": (base_cell, labels[1]),
+                    "tuned plain": (tuned, eval_set),
+                    "tuned best": (tuned, labels[0]),
+                }.items()
+            }
             entry["form_content"] = {
                 answering: form_content(
                     examples, answers_of(out, base_cell, base_label, examples), answers_of(out, tuned, label, examples)
@@ -180,6 +189,7 @@ def headline_lines(found: dict[str, Any]) -> list[str]:
     lines.append("")
     if any("ci" in e for e in found.values()):
         lines += ["![best minus best and plain minus plain](headline.png)", ""]
+    lines += label_lines({s: e["mc_labels"] for s, e in found.items() if e.get("mc_labels", {}).get("truth")})
     split = {s: e["form_content"] for s, e in found.items() if "form_content" in e}
     if split:
         lines += [
@@ -205,6 +215,30 @@ def headline_lines(found: dict[str, Any]) -> list[str]:
                         f"{r['tuned_parses']:.2f} | {r['both_parse']} | {there[0]} | {there[1]} |"
                     )
         lines.append("")
+    return lines
+
+
+def label_lines(found: dict[str, dict[str, dict[str, float]]]) -> list[str]:
+    if not found:
+        return []
+    labels = sorted({k for shares in found.values() for row in shares.values() for k in row if k != "other"})
+    lines = [
+        "## Multiple-choice answers by label",
+        "",
+        "The share of multiple-choice questions each model answered with each option label, beside the reference "
+        "answers' shares: a model that learnt its training data's label prior instead of the questions answers one "
+        "label far more often than the truth has it. The last column is the largest gap from the truth's share.",
+        "",
+        f"| set | answers | {' | '.join(labels)} | other | largest gap |",
+        f"| --- | --- | {'---: | ' * len(labels)}---: | ---: |",
+    ]
+    for eval_set, shares in found.items():
+        truth = shares["truth"]
+        for name, row in shares.items():
+            gap = max(abs(row.get(k, 0.0) - truth.get(k, 0.0)) for k in [*labels, "other"])
+            cells = " | ".join(f"{row.get(k, 0.0):.2f}" for k in [*labels, "other"])
+            lines.append(f"| {eval_set} | {name} | {cells} | {'-' if name == 'truth' else f'{gap:.2f}'} |")
+    lines.append("")
     return lines
 
 
