@@ -123,3 +123,26 @@ def test_label_shares_count_each_parsed_label_beside_the_truth():
     assert label_shares(examples) == {"0": 0.25, "1": 0.5, "2": 0.25}
     # A model that says 1 three times and something unreadable once: the skew and the unparsed share show.
     assert label_shares(examples, ["1", " 1. b", "1", "the answer", "x"]) == {"1": 0.75, "other": 0.25}
+
+
+def test_a_reordering_that_would_spell_an_evaluation_question_is_not_made():
+    from shoptune.data.build import balanced
+    from shoptune.data.clean import Contamination
+    from shoptune.schema import Example, from_row, to_table
+
+    def words(i: int) -> str:  # no 13 words in a row shared between two questions
+        return " ".join(f"w{i}x{j}" for j in range(14))
+
+    rows = [question(f"{words(i)}?\n0. red {i}\n1. green {i}\n2. blue {i}\nAnswer: ", 0) for i in range(6)]
+    plain = [from_row(row) for row in balanced(to_table([Example.model_validate(r) for r in rows]), 0).to_pylist()]
+    moved = [i for i, ex in enumerate(plain) if ex.input_field != rows[i]["input_field"]]
+    assert moved  # all answers at 0: balancing moves some
+    # An evaluation set holding one moved question as balancing would write it: that one keeps its order.
+    spoilt = moved[0]
+    evaluation = [Example.model_validate(question(plain[spoilt].input_field, plain[spoilt].output_field))]
+    table = to_table([Example.model_validate(r) for r in rows])
+    kept = [from_row(row) for row in balanced(table, 0, Contamination(evaluation, 13)).to_pylist()]
+    assert kept[spoilt].input_field == rows[spoilt]["input_field"] and kept[spoilt].output_field == 0
+    assert [ex.input_field for i, ex in enumerate(kept) if i != spoilt] == [
+        ex.input_field for i, ex in enumerate(plain) if i != spoilt
+    ]

@@ -5,6 +5,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -445,9 +446,8 @@ def test_ctrl_c_says_what_was_kept_and_how_to_resume(tiny_model, tmp_path, run_c
     proc = _shoptune("eval", "run", DEV, "--model", tiny_model, "--out", out, "--batch-size", "1")
     try:
         seen = ""
-        while "answering" not in seen:  # the progress bar is up: the model is loaded and answering
-            seen += proc.stderr.read(1) or "answering"
-        time.sleep(1.0)  # some batches are journalled
+        while not re.search(r" [1-9]\d*/96 ", seen):  # the progress bar has moved: some answers are journalled
+            seen += proc.stderr.read(1) or " 1/96 "
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:

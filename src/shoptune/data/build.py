@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from shoptune import __version__
 from shoptune.config import SPEC_RECORD
-from shoptune.data.clean import Contamination, Fingerprints, dedupe, fingerprint
+from shoptune.data.clean import Contamination, Fingerprints, Tokens, dedupe, fingerprint
 from shoptune.data.options import balance
 from shoptune.data.spec import MixtureSpec
 from shoptune.errors import ShoptuneError
@@ -85,6 +85,13 @@ class Unit:
         return f"{self.task}@{self.sources_file}" if self.sources_file else str(self.task)
 
 
+def contamination_of(spec: MixtureSpec) -> Contamination | None:
+    """The n-grams of the evaluation sets no example may share (None when the spec names none)."""
+    if not spec.decontaminate:
+        return None
+    return Contamination((ex for path in spec.decontaminate for ex in read_examples(path)), spec.ngram)
+
+
 class PartMaker:
     """Builds parts, loading the raw corpus, the shop's own tables and the evaluation sets once per process."""
 
@@ -105,9 +112,8 @@ class PartMaker:
         return self._own[sources_file]
 
     def contamination(self) -> Contamination | None:
-        if self._contamination is None and self.spec.decontaminate:
-            examples = (ex for path in self.spec.decontaminate for ex in read_examples(path))
-            self._contamination = Contamination(examples, self.spec.ngram)
+        if self._contamination is None:
+            self._contamination = contamination_of(self.spec)
         return self._contamination
 
     def __call__(self, unit: Unit) -> Part:
@@ -264,13 +270,15 @@ def split(spec: MixtureSpec, parts: Sequence[Part]) -> tuple[dict[str, pa.Table]
         for name, rows in (("train", train), ("validation", validation))
     }
     if spec.balance_answers:  # training only: validation measures the task as its sources pose it
-        splits["train"] = balanced(splits["train"], spec.seed)
+        splits["train"] = balanced(splits["train"], spec.seed, contamination_of(spec))
     reasons = ("exact_duplicate", "near_duplicate", "contaminated")
     return splits, {reason: removed.get(reason, 0) for reason in reasons}
 
 
-def balanced(table: pa.Table, seed: int) -> pa.Table:
-    """The table with its multiple-choice answers spread evenly over option positions (`data.options`)."""
+def balanced(table: pa.Table, seed: int, contamination: Contamination | None = None) -> pa.Table:
+    """The table with its multiple-choice answers spread evenly over option positions (`data.options`). Options in
+    a new order can spell an evaluation question's n-grams that the order they were cleaned in did not: such an
+    example keeps its order (the balance is then off by those few)."""
     kinds = table["task_type"].to_pylist()
     chosen = [i for i, kind in enumerate(kinds) if kind == TaskType.MULTIPLE_CHOICE.value]
     if not chosen:
@@ -287,6 +295,9 @@ def balanced(table: pa.Table, seed: int) -> pa.Table:
         for i in chosen
     ]
     moved = balance(rows, seed)
+    if contamination is not None:
+        hit = contamination.hits(Tokens.of(row["input_field"] for row in moved))
+        moved = [before if spoilt else after for before, after, spoilt in zip(rows, moved, hit, strict=True)]
     for i, row in zip(chosen, moved, strict=True):
         prompts[i], answers[i] = row["input_field"], json.dumps(row["output_field"])
     table = table.set_column(table.schema.get_field_index("input_field"), "input_field", pa.array(prompts, pa.string()))
