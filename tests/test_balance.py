@@ -14,6 +14,7 @@ from shoptune.data.build import build_mixture
 from shoptune.data.options import balance, option_lines
 from shoptune.data.spec import MixtureSpec
 from shoptune.schema import write_jsonl
+from tests.helpers.files import mc_question as question
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -77,18 +78,6 @@ def test_a_built_mixture_has_its_answers_balanced_per_subtask(tmp_path):
     as_posed = datasets.load_from_disk(str(tmp_path / "raw-order"))["validation"]
     assert validation["input_field"] == as_posed["input_field"]
     assert validation["output_field"] == as_posed["output_field"]
-
-
-def question(prompt: str, answer: int) -> dict:
-    return {
-        "input_field": prompt,
-        "output_field": answer,
-        "task_name": "mc",
-        "task_type": "multiple-choice",
-        "metric": "accuracy",
-        "is_multiple_choice": True,
-        "track": "amazon-kdd-cup-24-understanding-shopping-concepts",
-    }
 
 
 def test_the_no_model_label_chosen_on_validation_is_computed_by_hand(tmp_path, run_cli):

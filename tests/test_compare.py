@@ -8,18 +8,11 @@ import json
 import pytest
 
 from shoptune.schema import write_jsonl
+from tests.helpers.files import mc_question
 
 
 def question(i: int, answer: int) -> dict:
-    return {
-        "input_field": f"q{i}?\n0. a\n1. b\n2. c\nAnswer: ",
-        "output_field": answer,
-        "task_name": "mc",
-        "task_type": "multiple-choice",
-        "metric": "accuracy",
-        "is_multiple_choice": True,
-        "track": "amazon-kdd-cup-24-understanding-shopping-concepts",
-    }
+    return mc_question(f"q{i}?\n0. a\n1. b\n2. c\nAnswer: ", answer)
 
 
 def test_compare_gives_the_paired_difference_and_each_systems_labels(tmp_path, run_cli):

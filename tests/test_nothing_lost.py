@@ -466,6 +466,7 @@ INVOCATIONS = {
     "eval baseline": ["eval", "baseline", DEV, "--out", "{tmp}/o"],
     "eval run": ["eval", "run", DEV, "--out", "{tmp}/o"],
     "eval score": ["eval", "score", DEV, DEV, "--out", "{tmp}/o"],
+    "eval compare": ["eval", "compare", DEV, DEV, DEV],
     "train": ["train", ROOT / "configs" / "train" / "demo.yaml", "--out", "{tmp}/o"],
     "merge": ["merge", "{tmp}", "--out", "{tmp}/o"],
     "combine": ["combine", "{tmp}", "{tmp}", "--out", "{tmp}/o"],

@@ -329,6 +329,7 @@ def test_a_budget_curve_scores_kept_steps_of_one_run_beside_the_base_model(tiny_
         assert r["constant_upper_bound"] is not None
     report = (out / "report.md").read_text()
     assert "## The training budget" in report and (out / "budget.png").is_file()
+    assert "## Multiple-choice answers by label" in report  # the development set asks multiple choice
     assert "one@2" not in report.split("## The training budget")[0]  # kept out of the other sections
 
 

@@ -337,8 +337,13 @@ def compare_files(
     for level, draws in samples.items():
         values = [p.overall if level == "overall" else p.tracks[level] for p in point]
         low, high = np.percentile(draws[1] - draws[0], [2.5, 97.5])
-        levels[level] = {"first": values[0], "second": values[1], "difference": values[1] - values[0],
-                         "ci": [float(low), float(high)]}  # fmt: skip
+        difference = values[1] - values[0]
+        levels[level] = {
+            "first": values[0],
+            "second": values[1],
+            "difference": difference,
+            "ci": [float(low), float(high)],
+        }
     found = {
         "data": resolved(data),
         "first": resolved(first),
