@@ -415,3 +415,17 @@ def test_a_hub_id_is_fetched_only_with_allow_download(verb, tmp_path, run_cli, m
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     code, _, err = run_cli(*verb, *model, "--allow-download")
     assert code == 2 and "couldn't connect to 'https://huggingface.co'" in err, err
+
+
+def test_a_dry_run_of_a_model_not_here_says_it_has_no_estimate_rather_than_zero(tmp_path, run_cli):
+    from shoptune.hub import parameter_count
+
+    if parameter_count("Qwen/Qwen2-7B-Instruct") is not None:
+        pytest.skip("the paper's model is in this machine's cache: its cells can be timed")
+    code, _, err = run_cli(
+        "study", "run", ROOT / "configs" / "studies" / "paper.yaml", "--out", tmp_path / "p", "--dry-run"
+    )
+    assert code == 0, err
+    # Qwen2-7B is not in the cache: its 106 cells cannot be timed, and nothing says "0 min".
+    assert "106 cell(s), 106 to run, no estimate" in err and "0 min" not in err
+    assert not (tmp_path / "p").exists()

@@ -726,10 +726,17 @@ def _show_plan(cells: list[dict[str, Any]]) -> None:
         table.add_row(cell["key"], cell["model"], cell["trains"], cell["scores"], shown)
     Console().print(table)
     todo = sum(not c["done"] for c in cells)
+    unknown = sum(not c["done"] and c["seconds"] is None for c in cells)
+    if unknown == todo and todo:
+        rough = "no estimate: no cell to run has a model whose weights are here to count ('?')"
+    elif unknown:
+        rough = f"roughly {total / 60:.0f} min for the cells it can estimate, and {unknown} it cannot ('?')"
+    else:
+        rough = f"roughly {total / 60:.0f} min"
     console.print(
-        f"{len(cells)} cell(s), {todo} to run, roughly {total / 60:.0f} min "
-        "(rates measured with SmolLM2-135M on 2 CPU cores, scaled by size for other models; other machines differ; "
-        "'?': a model whose weights are not here to count)"
+        f"{len(cells)} cell(s), {todo} to run, {rough} (rates measured with SmolLM2-135M on 2 CPU cores, scaled by "
+        "size for other models; other machines differ; '?': a model whose weights are not here to count, or a "
+        "budget in epochs)"
     )
 
 
