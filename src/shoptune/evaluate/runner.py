@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from shoptune.config import dump_config
@@ -27,7 +26,15 @@ from shoptune.evaluate.config import EvalConfig
 from shoptune.evaluate.constraints import CONSTRAINED, constrainable
 from shoptune.evaluate.debias import debiased, label_prior
 from shoptune.evaluate.predictions import Journal, read_journal, read_predictions, write_predictions
-from shoptune.evaluate.scoring import Scores, aggregate, label_shares, paired_samples, render_markdown, score_questions
+from shoptune.evaluate.scoring import (
+    Scores,
+    aggregate,
+    label_shares,
+    paired_interval,
+    paired_samples,
+    render_markdown,
+    score_questions,
+)
 from shoptune.evaluate.selection import Selection, select
 from shoptune.files import atomic_write_text, read_state
 from shoptune.provenance import provenance
@@ -336,14 +343,9 @@ def compare_files(
     levels = {}
     for level, draws in samples.items():
         values = [p.overall if level == "overall" else p.tracks[level] for p in point]
-        low, high = np.percentile(draws[1] - draws[0], [2.5, 97.5])
         difference = values[1] - values[0]
-        levels[level] = {
-            "first": values[0],
-            "second": values[1],
-            "difference": difference,
-            "ci": [float(low), float(high)],
-        }
+        ci = list(paired_interval(draws[1] - draws[0], difference))
+        levels[level] = {"first": values[0], "second": values[1], "difference": difference, "ci": ci}
     found = {
         "data": resolved(data),
         "first": resolved(first),

@@ -254,3 +254,12 @@ def label_shares(examples: Sequence[Example], answers: Sequence[str] | None = No
         key = str(label) if label >= 0 else "other"
         counts[key] = counts.get(key, 0) + 1
     return {key: counts[key] / len(idx) for key in sorted(counts, key=lambda k: (k == "other", k))} if idx else {}
+
+
+def paired_interval(differences: np.ndarray, point: float) -> tuple[float, float]:
+    """The 95% percentile interval of bootstrap differences between two systems, holding `point`: where every
+    resample gives one value, the percentiles and the point differ by rounding alone."""
+    low, high = np.percentile(differences, [2.5, 97.5])
+    low = min(low, point) if np.isclose(low, point) else low
+    high = max(high, point) if np.isclose(high, point) else high
+    return float(low), float(high)

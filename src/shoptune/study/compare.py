@@ -12,7 +12,7 @@ import pandas as pd
 
 from shoptune.evaluate.constraints import well_formed
 from shoptune.evaluate.predictions import read_predictions
-from shoptune.evaluate.scoring import QuestionScore, paired_overall_samples, score_questions
+from shoptune.evaluate.scoring import QuestionScore, paired_interval, paired_overall_samples, score_questions
 from shoptune.schema import Example, read_examples
 from shoptune.study.spec import VARIANT
 
@@ -30,14 +30,9 @@ def paired(out: Path, cells: tuple[str, str], sets: tuple[str, str], examples: l
     """First minus second, overall, with its paired bootstrap 95% interval."""
     samples = paired_overall_samples([question_scores(out, c, s, examples) for c, s in zip(cells, sets, strict=True)])
     differences = samples[0] - samples[1]
-    low, high = np.percentile(differences, [2.5, 97.5])
     mean = float(np.mean(differences))
-    # Where every resample gives one value, the mean and the percentiles differ by rounding alone.
-    low, high = (
-        (min(low, mean) if np.isclose(low, mean) else low),
-        (max(high, mean) if np.isclose(high, mean) else high),
-    )
-    return {"difference": mean, "ci_low": float(low), "ci_high": float(high)}
+    low, high = paired_interval(differences, mean)
+    return {"difference": mean, "ci_low": low, "ci_high": high}
 
 
 def parse_share(out: Path, cell: str, eval_set: str, examples: list[Example]) -> float:
